@@ -1,0 +1,216 @@
+"""TextGenEnv: one episode is one prompt and its completion, generated one token per step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from text_env.engine import GenerationState
+from text_env.rewards.base import CompositeReward
+from text_env.rewards.registry import make_composite
+from text_env.tasks.base import Task, make_task
+
+MAX_CONTEXT = 1024
+
+
+def resolve_env_args(
+    task: Task | str | Any,
+    reward: Any,
+    max_new_tokens: int | None,
+    context_len: int | None,
+    task_kwargs: dict[str, Any],
+) -> tuple[Task, CompositeReward, int, int]:
+    """Shared by the single and vector env: build the task and reward, choose the budget and window."""
+    task = make_task(task, **task_kwargs)
+    composite = make_composite(task.reward if reward is None else reward)
+    if max_new_tokens is None:
+        max_new_tokens = task.max_new_tokens
+    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    if context_len is None:
+        context_len = min(1 + task.max_prompt_tokens + int(max_new_tokens), MAX_CONTEXT)
+    if not isinstance(context_len, (int, np.integer)) or context_len < 2:
+        raise ValueError(f"context_len must be an int ≥ 2, got {context_len!r}")
+    return task, composite, int(max_new_tokens), int(context_len)
+
+
+class TextGenEnv(gym.Env):
+    """Text generation as a Gymnasium environment: the agent writes a completion for a prompt, one token at
+    a time.
+
+    ## Description
+    Each episode samples a prompt from a :class:`~text_env.tasks.Task` split and asks the agent to continue
+    it. The agent emits token ids; the episode ends when it emits EOS (or a task stop token) or exhausts its
+    token budget. The finished completion is scored by the task's *state* reward (exact match, ROUGE, a
+    learned reward model, ...); *action* rewards (e.g. a repetition penalty) score every token.
+
+    ## Action Space
+    ``Discrete(vocab_size)``: the id of the next token. ``action_masks()`` gives the tokens the task allows
+    (for MaskablePPO); other tokens are legal actions but never correct.
+
+    ## Observation Space
+    ``Box(0, vocab_size - 1, (context_len,), int64)``: the last ``context_len`` tokens of
+    ``[BOS] + prompt + completion``, left-padded with ``pad_id``. Text is in ``info``, never in the
+    observation. (Not ``MultiDiscrete``: SB3 would one-hot encode it into context_len × vocab floats.)
+
+    ## Starting State
+    ``[BOS] + prompt`` for a prompt drawn uniformly from the split with ``self.np_random``.
+
+    ## Rewards
+    On every step: the weighted sum of the action rewards (0 if there are none). On the step that ends the
+    episode, terminated or truncated: plus the weighted sum of the state rewards. ``info["reward_parts"]``
+    holds each reward's unweighted value.
+
+    ## Episode End
+    - Termination: the action is EOS or one of the task's stop tokens (the token is not part of the
+      completion).
+    - Truncation: ``max_new_tokens`` actions were taken without a stop token.
+
+    ## Information
+    Every step: ``prompt``, ``completion`` (text so far), ``prompt_index``, ``reward_parts``. At the end also
+    ``is_success`` (the task's success test) and ``reference`` (the first reference, if any). ``reset`` gives
+    ``prompt``, ``prompt_index`` and ``completion`` (empty).
+
+    ## Arguments
+    - ``task``: a registered task name (``"reverse"``), a Task, or a path to a JSONL/CSV file.
+    - ``reward``: a reward spec overriding the task's default (name, ``{name: weight}``, callable, Reward).
+    - ``split``: ``"train"``, ``"validation"`` or ``"test"``.
+    - ``max_new_tokens``: the token budget (default: the task's).
+    - ``context_len``: observation width (default: room for BOS + the longest prompt + the budget).
+    - ``render_mode``: ``"ansi"`` (``render()`` returns the text) or ``"human"`` (prints it).
+    - ``**task_kwargs``: passed to the task factory, e.g. ``length=4`` for reverse.
+
+    ``reset(options=...)`` accepts ``{"prompt_index": i}`` or ``{"prompt": "text"}`` to pin a prompt.
+
+    ## Version History
+    - v0: initial release.
+
+    Example:
+        >>> env = TextGenEnv("reverse", length=4)
+        >>> obs, info = env.reset(seed=0)
+        >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    """
+
+    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+
+    def __init__(
+        self,
+        task: Task | str | Any = "reverse",
+        reward: Any = None,
+        split: str = "train",
+        max_new_tokens: int | None = None,
+        context_len: int | None = None,
+        render_mode: str | None = None,
+        **task_kwargs: Any,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode {render_mode!r} is not supported; expected one of "
+                f"{self.metadata['render_modes']}"
+            )
+        self.task, self.reward, self.max_new_tokens, self.context_len = resolve_env_args(
+            task, reward, max_new_tokens, context_len, task_kwargs
+        )
+        self.split = split
+        self.tokenizer = self.task.tokenizer
+        self.render_mode = render_mode
+        self._state = GenerationState(self.task, split, 1, self.reward, self.context_len, self.max_new_tokens)
+        v = self.tokenizer.vocab_size
+        self.action_space = spaces.Discrete(v)
+        self.observation_space = spaces.Box(0, v - 1, shape=(self.context_len,), dtype=np.int64)
+        self._all = np.ones(1, dtype=bool)
+        self._slot0 = np.zeros(1, dtype=np.int64)
+        self._last_info: dict[str, Any] = {}
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        st = self._state
+        if seed is not None or st.generators[0] is not self.np_random:
+            st.set_generator(0, self.np_random)
+        st.reset_slots(self._slot0, _pinned_index(st, options))
+        info = {"prompt": self._prompt(), "prompt_index": int(st.example[0]), "completion": ""}
+        self._last_info = info
+        return st.obs[0].copy(), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        st = self._state
+        if st.finished[0]:
+            raise RuntimeError(
+                "the episode has ended (or reset() was never called); call reset() before step()"
+            )
+        act = st.validate_actions(action, ())
+        out = st.step(act, self._all)
+        done = bool(out["done"][0])
+        info: dict[str, Any] = {
+            "prompt": self._prompt(),
+            "prompt_index": int(st.example[0]),
+            "completion": st.completions_text(self._slot0)[0],
+            "reward_parts": {k: float(v[0]) for k, v in out["parts"].items()},
+        }
+        if done:
+            ref = st.references[st.example[0]]
+            info["reference"] = None if ref is None else ref[0]
+            if self.task.success is not None:
+                info["is_success"] = bool(out["success"][0])
+        self._last_info = info
+        if self.render_mode == "human":
+            print(self.render_text())
+        return (
+            st.obs[0].copy(),
+            float(out["reward"][0]),
+            bool(out["terminated"][0]),
+            bool(out["truncated"][0]),
+            info,
+        )
+
+    def action_masks(self) -> np.ndarray:
+        """Bool ``(vocab_size,)``: the tokens the task allows (sb3-contrib's MaskablePPO reads this)."""
+        return self.task.action_mask.astype(bool)
+
+    def render_text(self) -> str:
+        info = self._last_info
+        if not info:
+            return ""
+        return f"{info['prompt']}\u2502{info.get('completion', '')}"
+
+    def render(self) -> str | None:
+        if self.render_mode == "ansi":
+            return self.render_text()
+        if self.render_mode == "human":
+            print(self.render_text())
+        return None
+
+    def _prompt(self) -> str:
+        return str(self._state.prompts[self._state.example[0]])
+
+
+def _pinned_index(state: GenerationState, options: dict[str, Any] | None, n: int = 1) -> np.ndarray | None:
+    """The prompt indices that ``reset(options=...)`` pins, or None to draw."""
+    if not options:
+        return None
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be a dict, got {type(options).__name__}: {options!r}")
+    unknown = set(options) - {"prompt_index", "prompt", "reset_mask"}
+    if unknown:
+        raise ValueError(
+            f"unknown reset options {sorted(unknown)}; expected 'prompt_index', 'prompt' or 'reset_mask'"
+        )
+    if "prompt" in options:
+        prompts = options["prompt"]
+        prompts = [prompts] * n if isinstance(prompts, str) else list(prompts)
+        if len(prompts) != n:
+            raise ValueError(f"options['prompt'] has {len(prompts)} prompts for {n} slots")
+        return np.array([state.index_of(p) for p in prompts], dtype=np.int64)
+    if "prompt_index" in options:
+        idx = np.asarray(options["prompt_index"])
+        if not np.issubdtype(idx.dtype, np.integer):
+            raise TypeError(
+                f"options['prompt_index'] must be an int or ints, got {options['prompt_index']!r}"
+            )
+        return np.broadcast_to(idx.astype(np.int64), (n,)).copy()
+    return None

@@ -1,0 +1,307 @@
+"""The batched generation state machine shared by :class:`~text_env.core.TextGenEnv` (one slot) and
+:class:`~text_env.vector.TextGenVectorEnv` (N slots).
+
+Both envs drive the same arrays, so "the vector env equals N single envs" holds by construction rather than
+by keeping two implementations in sync. Every per-step operation is a numpy operation over all slots; the
+only Python loops run per *episode* (refilling a slot's queue of prompt draws every 64 episodes, and
+rewards that read text).
+
+Randomness: each slot owns a ``numpy.random.Generator``. A prompt is drawn as the next entry of a per-slot
+queue filled ``QUEUE`` at a time by ``generator.integers(n_prompts, size=QUEUE)``, so one slot seeded with
+``s`` draws exactly the prompts a single env seeded with ``s`` draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from text_env.rewards.base import CompositeReward, RewardBatch, pad_ragged
+from text_env.rewards.registry import make_composite
+from text_env.tasks.base import Example, Task
+
+QUEUE = 64
+
+
+class GenerationState:
+    """N slots, each generating one completion for one prompt of ``task``'s ``split``.
+
+    Args:
+        task: The task (prompts, references, tokenizer, stop tokens).
+        split: Which split prompts are drawn from.
+        num_slots: N.
+        reward: The env's reward as a :class:`CompositeReward`.
+        context_len: Width of the observation window (left-padded with ``pad_id``).
+        max_new_tokens: The token budget per episode (reaching it truncates).
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        split: str,
+        num_slots: int,
+        reward: CompositeReward,
+        context_len: int,
+        max_new_tokens: int,
+    ) -> None:
+        self.task = task
+        self.split = split
+        self.n = num_slots
+        self.reward = reward
+        self.context_len = context_len
+        self.max_new_tokens = max_new_tokens
+        tok = task.tokenizer
+        self.tokenizer = tok
+        self.pad_id, self.bos_id, self.eos_id = tok.pad_id, tok.bos_id, tok.eos_id
+        self.stop_ids = task.stop_ids
+        self.vocab_size = tok.vocab_size
+
+        enc = task.encoded(split)
+        self.prompt_ids = enc.prompt_ids
+        self.prompt_lengths = enc.prompt_lengths
+        self.reference_ids = enc.reference_ids
+        self.reference_lengths = enc.reference_lengths
+        self.prompts = enc.prompts
+        self.references = enc.references
+        self.labels = enc.labels
+        self.metadata = enc.metadata
+        self.prompt_windows = self._windows(self.prompt_ids, self.prompt_lengths)
+        self._index_of_prompt: dict[str, int] | None = None
+
+        self.success: CompositeReward | None = None
+        self.success_part: str | None = None
+        if task.success is not None:
+            if isinstance(task.success, str) and task.success in reward.names:
+                self.success_part = task.success  # reuse the reward's value: no second scoring pass
+            else:
+                self.success = make_composite(task.success)
+
+        n, m = num_slots, max_new_tokens
+        self.obs = np.full((n, context_len), self.pad_id, dtype=np.int64)
+        self.completion = np.full((n, m), self.pad_id, dtype=np.int64)
+        self.completion_len = np.zeros(n, dtype=np.int64)  # tokens in the completion (stop token excluded)
+        self.steps = np.zeros(n, dtype=np.int64)  # actions taken this episode (stop token included)
+        self.example = np.zeros(n, dtype=np.int64)  # index into the split
+        self.finished = np.ones(n, dtype=bool)  # no episode running until a reset
+        self.generators: list[np.random.Generator | None] = [None] * n
+        self._queue = np.zeros((n, QUEUE), dtype=np.int64)
+        self._queue_pos = np.full(n, QUEUE, dtype=np.int64)
+
+    # ---- prompts ---------------------------------------------------------------------------------------
+    def _windows(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Left-padded ``[BOS] + prompt`` windows of width ``context_len`` (long prompts keep their end)."""
+        n, p = ids.shape
+        full = np.concatenate([np.full((n, 1), self.bos_id, dtype=np.int64), ids], axis=1)  # (n, P+1)
+        length = lengths + 1
+        c = self.context_len
+        j = np.arange(p + 1)[None, :]
+        target = j + (c - length)[:, None]
+        valid = (j < length[:, None]) & (target >= 0)
+        out = np.full((n, c), self.pad_id, dtype=np.int64)
+        rows = np.broadcast_to(np.arange(n)[:, None], valid.shape)
+        out[rows[valid], target[valid]] = full[valid]
+        return out
+
+    def add_example(self, example: Example) -> int:
+        """Append an ad-hoc example (a pinned prompt text not in the split); returns its index."""
+        tok = self.tokenizer
+        ids, ln = pad_ragged([tok.encode(example.prompt)], pad=self.pad_id)
+        self.prompt_ids, self.prompt_lengths = _append_ragged(
+            self.prompt_ids, self.prompt_lengths, ids, ln, self.pad_id
+        )
+        if self.reference_ids is not None:
+            ref = example.references[0] if example.references else ""
+            rids, rln = pad_ragged([tok.encode(ref)], pad=self.pad_id)
+            self.reference_ids, self.reference_lengths = _append_ragged(
+                self.reference_ids, self.reference_lengths, rids, rln, self.pad_id
+            )
+        self.prompt_windows = np.concatenate([self.prompt_windows, self._windows(ids, ln)])
+        self.prompts = np.append(self.prompts, np.array([example.prompt], dtype=object))
+        refs = np.empty(1, dtype=object)
+        refs[0] = example.references or None
+        self.references = np.concatenate([self.references, refs])
+        self.labels = np.append(self.labels, np.array([example.label], dtype=object))
+        meta = np.empty(1, dtype=object)
+        meta[0] = example.metadata
+        self.metadata = np.concatenate([self.metadata, meta])
+        if self._index_of_prompt is not None:
+            self._index_of_prompt.setdefault(example.prompt, len(self.prompts) - 1)
+        return len(self.prompts) - 1
+
+    def index_of(self, prompt: str) -> int:
+        """The split index of a prompt text, adding it as an ad-hoc example if the split lacks it."""
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError(f"options['prompt'] must be a non-empty string, got {prompt!r}")
+        if self._index_of_prompt is None:
+            self._index_of_prompt = {}
+            for i, p in enumerate(self.prompts):
+                self._index_of_prompt.setdefault(p, i)
+        if prompt in self._index_of_prompt:
+            return self._index_of_prompt[prompt]
+        return self.add_example(Example(prompt))
+
+    @property
+    def num_prompts(self) -> int:
+        return len(self.prompt_lengths)
+
+    def set_generator(self, slot: int, generator: np.random.Generator) -> None:
+        self.generators[slot] = generator
+        self._queue_pos[slot] = QUEUE
+
+    def draw(self, slots: np.ndarray) -> np.ndarray:
+        """The next prompt index for each of ``slots`` (an index array), from each slot's own queue."""
+        empty = slots[self._queue_pos[slots] >= QUEUE]
+        for s in empty:  # once every QUEUE episodes per slot
+            gen = self.generators[s]
+            if gen is None:
+                raise RuntimeError("reset() must be called before the first step")
+            self._queue[s] = gen.integers(self.num_prompts, size=QUEUE)
+            self._queue_pos[s] = 0
+        idx = self._queue[slots, self._queue_pos[slots]]
+        self._queue_pos[slots] += 1
+        return idx
+
+    # ---- episode -----------------------------------------------------------------------------------------
+    def reset_slots(self, slots: np.ndarray, prompt_index: np.ndarray | None = None) -> None:
+        """Start a new episode in ``slots`` (index array) on drawn or given prompt indices."""
+        if prompt_index is None:
+            prompt_index = self.draw(slots)
+        else:
+            prompt_index = np.asarray(prompt_index, dtype=np.int64)
+            bad = (prompt_index < 0) | (prompt_index >= self.num_prompts)
+            if bad.any():
+                raise ValueError(
+                    f"prompt_index {prompt_index[bad][0]} is out of range; split {self.split!r} has "
+                    f"{self.num_prompts} prompts"
+                )
+        self.example[slots] = prompt_index
+        self.obs[slots] = self.prompt_windows[prompt_index]
+        self.completion[slots] = self.pad_id
+        self.completion_len[slots] = 0
+        self.steps[slots] = 0
+        self.finished[slots] = False
+
+    def step(self, actions: np.ndarray, active: np.ndarray) -> dict[str, Any]:
+        """Apply ``actions`` in the ``active`` slots (a bool mask); finished or inactive slots are untouched.
+
+        Returns a dict with ``reward``, ``terminated``, ``truncated`` (``(N,)`` arrays, zero/False outside
+        ``active``), ``parts`` (reward name → ``(N,)`` values) with ``parts_mask`` (name → ``(N,)`` bool),
+        ``success`` and ``done`` (``(N,)`` bool) and ``batch`` (the RewardBatch of finished slots or None).
+        """
+        a = np.flatnonzero(active)
+        act = actions[a]
+        if len(a) == self.n:
+            self.obs[:, :-1] = self.obs[:, 1:]
+            self.obs[:, -1] = act
+        else:
+            self.obs[a, :-1] = self.obs[a, 1:]
+            self.obs[a, -1] = act
+        is_stop = np.isin(act, self.stop_ids)
+        keep = a[~is_stop]
+        self.completion[keep, self.completion_len[keep]] = actions[keep]
+        self.completion_len[keep] += 1
+        self.steps[a] += 1
+        terminated = np.zeros(self.n, dtype=bool)
+        truncated = np.zeros(self.n, dtype=bool)
+        terminated[a] = is_stop
+        truncated[a] = ~is_stop & (self.steps[a] >= self.max_new_tokens)
+        done = terminated | truncated
+        self.finished |= done
+
+        reward = np.zeros(self.n, dtype=np.float32)
+        parts: dict[str, np.ndarray] = {}
+        parts_mask: dict[str, np.ndarray] = {}
+        if self.reward.of_kind("action") and len(a):
+            batch = self.batch(a, actions=act)
+            total, p = self.reward.score(batch, "action")
+            reward[a] += total
+            for name, v in p.items():
+                parts[name] = _scatter(self.n, a, v)
+                parts_mask[name] = active.copy()
+        success = np.zeros(self.n, dtype=bool)
+        final_batch = None
+        d = np.flatnonzero(done)
+        if len(d):
+            final_batch = self.batch(d)
+            total, p = self.reward.score(final_batch, "state")
+            reward[d] += total
+            for name, v in p.items():
+                parts[name] = _scatter(self.n, d, v)
+                parts_mask[name] = done.copy()
+            if self.success_part is not None:
+                success[d] = p[self.success_part] >= self.task.success_threshold
+            elif self.success is not None:
+                s_total, _ = self.success.score(final_batch, "state")
+                success[d] = s_total >= self.task.success_threshold
+        return {
+            "reward": reward,
+            "terminated": terminated,
+            "truncated": truncated,
+            "done": done,
+            "parts": parts,
+            "parts_mask": parts_mask,
+            "success": success,
+            "batch": final_batch,
+        }
+
+    def batch(self, slots: np.ndarray, actions: np.ndarray | None = None) -> RewardBatch:
+        """The RewardBatch of ``slots`` as they stand (ids gathered with fancy indexing; text is lazy)."""
+        ex = self.example[slots]
+        return RewardBatch(
+            tokenizer=self.tokenizer,
+            completion_ids=self.completion[slots],
+            completion_lengths=self.completion_len[slots],
+            prompts=self.prompts[ex],
+            references=self.references[ex],
+            prompt_ids=self.prompt_ids[ex],
+            prompt_lengths=self.prompt_lengths[ex],
+            reference_ids=None if self.reference_ids is None else self.reference_ids[ex],
+            reference_lengths=None if self.reference_lengths is None else self.reference_lengths[ex],
+            done=self.finished[slots],
+            actions=actions,
+            labels=self.labels[ex],
+            metadata=self.metadata[ex],
+        )
+
+    def completions_text(self, slots: np.ndarray) -> list[str]:
+        return self.tokenizer.decode_batch(self.completion[slots], self.completion_len[slots])
+
+    def validate_actions(self, actions: Any, expect_shape: Sequence[int]) -> np.ndarray:
+        """Coerce actions to an int64 array of ``expect_shape``; anything else raises a clear error."""
+        arr = np.asarray(actions)
+        if arr.dtype == object or not (
+            np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+        ):
+            raise TypeError(f"actions must be integer token ids, got {arr.dtype} value {actions!r}")
+        if np.issubdtype(arr.dtype, np.floating) and not (
+            np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))
+        ):
+            raise ValueError(f"actions must be integer token ids, got non-integer values {actions!r}")
+        if arr.shape != tuple(expect_shape):
+            raise ValueError(
+                f"actions must have shape {tuple(expect_shape)}, got shape {arr.shape}: {actions!r}"
+            )
+        arr = arr.astype(np.int64)
+        bad = (arr < 0) | (arr >= self.vocab_size)
+        if bad.any():
+            v = arr[bad].ravel()[0]
+            raise ValueError(f"action {v} is not a token id; expected an integer in [0, {self.vocab_size})")
+        return arr.reshape(-1) if arr.ndim else arr.reshape(1)
+
+
+def _scatter(n: int, idx: np.ndarray, values: np.ndarray) -> np.ndarray:
+    out = np.zeros(n, dtype=np.float32)
+    out[idx] = values
+    return out
+
+
+def _append_ragged(
+    ids: np.ndarray, lengths: np.ndarray, new: np.ndarray, new_len: np.ndarray, pad: int
+) -> tuple[np.ndarray, np.ndarray]:
+    width = max(ids.shape[1], new.shape[1])
+    out = np.full((len(ids) + len(new), width), pad, dtype=np.int64)
+    out[: len(ids), : ids.shape[1]] = ids
+    out[len(ids) :, : new.shape[1]] = new
+    return out, np.concatenate([lengths, new_len])

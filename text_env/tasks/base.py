@@ -1,0 +1,496 @@
+"""Task: prompts with their references, labels and demonstrations, split train/validation/test, plus the
+default reward, the success test and the tokenizer that every env built on the task uses.
+
+A task is data, not an environment: ``TextGenEnv(task)`` turns it into one. Tasks come from the built-in
+generators (``text_env.tasks.synthetic``), from a user's JSONL/CSV file (:meth:`Task.from_file`), or from
+any iterable (:meth:`Task.from_examples`); :func:`register_task` gives one an id.
+
+Example:
+    >>> task = Task.from_examples([{"prompt": "2+2=", "reference": "4"}] * 10, name="tiny")
+    >>> task.split_sizes()
+    {'train': 8, 'validation': 1, 'test': 1}
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from text_env.io import atomic_write_json, read_json
+from text_env.rewards.base import pad_ragged
+from text_env.tokenizers import CharTokenizer, Tokenizer, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One prompt and what is known about its answer.
+
+    Attributes:
+        prompt: The text the policy continues.
+        references: Correct completions (the first one is the demonstration); empty if unknown.
+        label: A class label (e.g. a review's sentiment), if any.
+        metadata: Task-specific fields a reward may read (e.g. ``{"keyword": "cat"}``).
+    """
+
+    prompt: str
+    references: tuple[str, ...] = ()
+    label: Any = None
+    metadata: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str):
+            raise TypeError(f"Example.prompt must be str, got {type(self.prompt).__name__}: {self.prompt!r}")
+        refs = self.references
+        if isinstance(refs, str):
+            object.__setattr__(self, "references", (refs,))
+        elif not all(isinstance(r, str) for r in refs):
+            raise TypeError(f"Example.references must be strings, got {refs!r}")
+        else:
+            object.__setattr__(self, "references", tuple(refs))
+
+    @property
+    def reference(self) -> str | None:
+        return self.references[0] if self.references else None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"prompt": self.prompt}
+        if self.references:
+            d["reference"] = self.references[0] if len(self.references) == 1 else list(self.references)
+        if self.label is not None:
+            d["label"] = self.label
+        if self.metadata:
+            d["metadata"] = dict(self.metadata)
+        return d
+
+
+@dataclass
+class EncodedSplit:
+    """A split as padded numpy arrays, so environments gather prompts for N slots with one fancy index."""
+
+    prompt_ids: np.ndarray  # (n, P) right-padded, no BOS
+    prompt_lengths: np.ndarray  # (n,)
+    reference_ids: np.ndarray | None  # (n, R) first reference, right-padded
+    reference_lengths: np.ndarray | None  # (n,)
+    prompts: np.ndarray  # (n,) object: str
+    references: np.ndarray  # (n,) object: tuple[str, ...] | None
+    labels: np.ndarray  # (n,) object
+    metadata: np.ndarray  # (n,) object: dict | None
+
+    def __len__(self) -> int:
+        return len(self.prompt_lengths)
+
+
+class Task:
+    """Prompts (+ references, labels, demonstrations) split train/validation/test, with a tokenizer and a
+    default reward.
+
+    Args:
+        name: A short identifier (used in cache keys and env ids).
+        splits: ``{"train": [...], "validation": [...], "test": [...]}`` of :class:`Example` (or dicts).
+            Every split must be non-empty.
+        tokenizer: Encodes prompts and completions. ``None`` builds a :class:`CharTokenizer` over every
+            character in the task's texts.
+        reward: The default reward spec (see :mod:`text_env.rewards.registry`).
+        success: A reward spec; an episode whose value is ≥ ``success_threshold`` succeeds
+            (``info["is_success"]``). ``None`` reports no success.
+        success_threshold: See ``success``.
+        max_new_tokens: The completion budget: reaching it truncates the episode.
+        stop: Extra strings (single tokens) that end the episode like EOS, e.g. ``("\\n",)``.
+        allowed_completion_chars: If set, the characters a correct completion can use; with EOS they form
+            the env's ``action_masks()`` (for MaskablePPO). ``None`` allows every token.
+        metrics: Names of rewards reported as evaluation metrics.
+        description: One line for listings.
+        corpus: Extra unlabelled text for the supervised stage (a callable, evaluated lazily).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        splits: Mapping[str, Sequence[Example | Mapping[str, Any]]],
+        tokenizer: Tokenizer | None = None,
+        reward: Any = "exact_match",
+        success: Any = "exact_match",
+        success_threshold: float = 1.0,
+        max_new_tokens: int = 32,
+        stop: Sequence[str] = (),
+        allowed_completion_chars: str | None = None,
+        metrics: Sequence[str] = (),
+        description: str = "",
+        corpus: Callable[[], Iterable[str]] | None = None,
+    ) -> None:
+        missing = [s for s in SPLITS if s not in splits]
+        if missing:
+            raise ValueError(f"task {name!r} lacks splits {missing}; expected {list(SPLITS)}")
+        self.name = name
+        self.splits: dict[str, list[Example]] = {}
+        for s in SPLITS:
+            exs = [
+                e if isinstance(e, Example) else example_from_dict(e, where=f"{name}/{s}") for e in splits[s]
+            ]
+            if not exs:
+                raise ValueError(f"task {name!r}: split {s!r} has no prompts; every split needs at least one")
+            self.splits[s] = exs
+        if tokenizer is None:
+            extra = [allowed_completion_chars or "", "".join(stop)]
+            tokenizer = CharTokenizer.from_texts([*_all_texts(self.splits.values()), *extra])
+        self.tokenizer = tokenizer
+        self.reward = reward
+        self.success = success
+        self.success_threshold = float(success_threshold)
+        if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        self.max_new_tokens = int(max_new_tokens)
+        self.stop = tuple(stop)
+        self.allowed_completion_chars = allowed_completion_chars
+        self.metrics = tuple(metrics)
+        self.description = description
+        self.corpus = corpus
+
+    # ---- access -------------------------------------------------------------------------------------
+    def examples(self, split: str = "train") -> list[Example]:
+        if split not in self.splits:
+            raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+        return self.splits[split]
+
+    def split_sizes(self) -> dict[str, int]:
+        return {s: len(v) for s, v in self.splits.items()}
+
+    def demonstrations(self, split: str = "train") -> list[tuple[str, str]]:
+        """(prompt, completion) pairs for supervised training: each example's first reference."""
+        return [(e.prompt, e.references[0]) for e in self.examples(split) if e.references]
+
+    @cached_property
+    def stop_ids(self) -> np.ndarray:
+        """Token ids that end an episode: EOS plus each stop string that is a single token."""
+        ids = {self.tokenizer.eos_id}
+        for s in self.stop:
+            enc = self.tokenizer.encode(s)
+            if len(enc) != 1:
+                raise ValueError(f"task {self.name!r}: stop string {s!r} is {len(enc)} tokens; expected one")
+            ids.add(enc[0])
+        return np.array(sorted(ids), dtype=np.int64)
+
+    @cached_property
+    def action_mask(self) -> np.ndarray:
+        """``(vocab_size,)`` int8: 1 for tokens a completion may use (always EOS), 0 for the rest."""
+        v = self.tokenizer.vocab_size
+        if self.allowed_completion_chars is None:
+            mask = np.ones(v, dtype=np.int8)
+            mask[[self.tokenizer.pad_id, self.tokenizer.bos_id]] = 0
+            mask[self.tokenizer.eos_id] = 1
+            return mask
+        mask = np.zeros(v, dtype=np.int8)
+        for ch in self.allowed_completion_chars:
+            for i in self.tokenizer.encode(ch):
+                mask[i] = 1
+        mask[self.stop_ids] = 1
+        return mask
+
+    def encoded(self, split: str) -> EncodedSplit:
+        """The split encoded once and cached (``EncodedSplit``)."""
+        cache = self.__dict__.setdefault("_encoded", {})
+        if split not in cache:
+            exs = self.examples(split)
+            tok = self.tokenizer
+            p_ids, p_len = pad_ragged(tok.encode_batch([e.prompt for e in exs]), pad=tok.pad_id)
+            r_ids = r_len = None
+            if all(e.references for e in exs):
+                r_ids, r_len = pad_ragged(tok.encode_batch([e.references[0] for e in exs]), pad=tok.pad_id)
+            cache[split] = EncodedSplit(
+                prompt_ids=p_ids,
+                prompt_lengths=p_len,
+                reference_ids=r_ids,
+                reference_lengths=r_len,
+                prompts=_object_array([e.prompt for e in exs]),
+                references=_object_array([e.references or None for e in exs]),
+                labels=_object_array([e.label for e in exs]),
+                metadata=_object_array([e.metadata for e in exs]),
+            )
+        return cache[split]
+
+    @cached_property
+    def max_prompt_tokens(self) -> int:
+        return max(int(self.encoded(s).prompt_lengths.max()) for s in SPLITS)
+
+    def fingerprint(self) -> str:
+        """A short hash of the data and tokenizer: cache keys (e.g. for SFT checkpoints) use it."""
+        h = hashlib.sha256()
+        h.update(json.dumps(self.tokenizer.to_dict(), sort_keys=True).encode())  # type: ignore[attr-defined]
+        for s in SPLITS:
+            for e in self.splits[s]:
+                h.update(json.dumps(e.to_dict(), sort_keys=True, default=str).encode())
+        h.update(str(self.max_new_tokens).encode())
+        return h.hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"Task({self.name!r}, splits={self.split_sizes()}, vocab={self.tokenizer.vocab_size})"
+
+    # ---- construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_examples(
+        cls,
+        examples: Iterable[Example | Mapping[str, Any] | str],
+        name: str = "custom",
+        seed: int = 0,
+        fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        **kwargs: Any,
+    ) -> Task:
+        """A task from any iterable of Examples, dicts (``prompt``, optional ``reference``/``label``/
+        ``split``) or bare prompt strings. Rows with a ``split`` field go there; the rest are shuffled with
+        ``seed`` and divided by ``fractions``. Without references the default reward must be given."""
+        rows = []
+        for e in examples:
+            if isinstance(e, str):
+                e = {"prompt": e}
+            rows.append(e)
+        if not rows:
+            raise ValueError(f"task {name!r} has no prompts; expected at least one example")
+        fixed: dict[str, list[Any]] = {s: [] for s in SPLITS}
+        free = []
+        for i, r in enumerate(rows):
+            split = r.get("split") if isinstance(r, Mapping) else None
+            if split is None:
+                free.append(r)
+            elif split in fixed:
+                fixed[split].append(r)
+            else:
+                raise ValueError(f"task {name!r}, row {i + 1}: split {split!r} is not one of {list(SPLITS)}")
+        for s, part in zip(SPLITS, split_indices(len(free), seed, fractions), strict=True):
+            fixed[s].extend(free[j] for j in part)
+        has_refs = all(
+            (r.references if isinstance(r, Example) else r.get("reference") is not None) for r in rows
+        )
+        if not has_refs:
+            kwargs.setdefault("success", None)
+            if "reward" not in kwargs:
+                raise ValueError(
+                    f"task {name!r}: some prompts have no reference, so 'exact_match' cannot score them; "
+                    "pass reward=... (e.g. a reward model or a plain function)"
+                )
+        return cls(name, fixed, **kwargs)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, name: str | None = None, **kwargs: Any) -> Task:
+        """A task from a JSONL file (one ``{"prompt": ..., "reference": ..., "label": ...}`` per line) or a
+        CSV file with a header naming those columns. A malformed row raises ``ValueError`` naming the file
+        and line."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"task file {str(path)!r} does not exist")
+        rows = list(read_examples(path))
+        if not rows:
+            raise ValueError(f"task file {str(path)!r} has no rows; expected at least one prompt")
+        if isinstance(kwargs.get("tokenizer"), (str, os.PathLike)):
+            kwargs["tokenizer"] = load_tokenizer(kwargs["tokenizer"])
+        return cls.from_examples(rows, name=name or path.stem, **kwargs)
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write the task (examples JSONL per split, tokenizer JSON, settings JSON) into ``directory``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        for s in SPLITS:
+            text = "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in self.splits[s])
+            (d / f"{s}.jsonl").write_text(text, encoding="utf-8")
+        self.tokenizer.save(d / "tokenizer.json")
+        settings = {
+            "name": self.name,
+            "reward": self.reward if isinstance(self.reward, (str, dict, list)) else None,
+            "success": self.success
+            if isinstance(self.success, (str, dict, list)) or self.success is None
+            else None,
+            "success_threshold": self.success_threshold,
+            "max_new_tokens": self.max_new_tokens,
+            "stop": list(self.stop),
+            "allowed_completion_chars": self.allowed_completion_chars,
+            "metrics": list(self.metrics),
+            "description": self.description,
+        }
+        atomic_write_json(d / "task.json", settings, indent=1)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Task:
+        d = Path(directory)
+        settings = read_json(d / "task.json", what="task settings")
+        splits = {s: list(read_examples(d / f"{s}.jsonl")) for s in SPLITS}
+        tok = load_tokenizer(d / "tokenizer.json")
+        if settings.get("reward") is None:
+            settings.pop("reward", None)
+        name = settings.pop("name")
+        return cls(name, splits, tokenizer=tok, **settings)
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------
+def split_indices(n: int, seed: int, fractions: tuple[float, float, float]) -> list[np.ndarray]:
+    """Shuffle ``range(n)`` with ``seed`` and cut it by ``fractions``; each part gets at least one index
+    when ``n >= 3``."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
+        raise ValueError(f"fractions must be three non-negative numbers, got {fractions}")
+    perm = np.random.default_rng(seed).permutation(n)
+    fr = np.asarray(fractions, dtype=float) / sum(fractions)
+    n_val = round(n * fr[1])
+    n_test = round(n * fr[2])
+    if n >= 3:
+        n_val, n_test = max(n_val, 1), max(n_test, 1)
+    n_train = n - n_val - n_test
+    return [perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]]
+
+
+def example_from_dict(row: Mapping[str, Any], where: str = "row") -> Example:
+    """Validate one data row: ``prompt`` required; optional ``reference`` (str or list), ``label``,
+    ``metadata``."""
+    if not isinstance(row, Mapping):
+        raise ValueError(
+            f"{where}: expected an object with a 'prompt' field, got {type(row).__name__}: {row!r}"
+        )
+    if "prompt" not in row:
+        raise ValueError(f"{where}: missing required field 'prompt' (fields present: {sorted(row)})")
+    prompt = row["prompt"]
+    if not isinstance(prompt, str):
+        raise ValueError(f"{where}: field 'prompt' must be a string, got {type(prompt).__name__}: {prompt!r}")
+    if prompt == "":
+        raise ValueError(f"{where}: field 'prompt' is empty; expected a non-empty string")
+    ref = row.get("reference", row.get("references"))
+    if ref is None or ref == "":
+        refs: tuple[str, ...] = ()
+    elif isinstance(ref, str):
+        refs = (ref,)
+    elif isinstance(ref, list) and ref and all(isinstance(r, str) for r in ref):
+        refs = tuple(ref)
+    else:
+        raise ValueError(f"{where}: field 'reference' must be a string or a list of strings, got {ref!r}")
+    meta = row.get("metadata")
+    if meta is not None and not isinstance(meta, Mapping):
+        raise ValueError(f"{where}: field 'metadata' must be an object, got {type(meta).__name__}")
+    return Example(prompt, refs, row.get("label"), meta)
+
+
+def read_examples(path: str | os.PathLike) -> Iterable[Mapping[str, Any]]:
+    """Yield validated rows (as dicts) from a JSONL or CSV file; errors name the file and line."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{str(path)!r} is not UTF-8 text: {e}") from e
+    if suffix == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        if reader.fieldnames is None or "prompt" not in reader.fieldnames:
+            raise ValueError(
+                f"{str(path)!r}: CSV header must have a 'prompt' column, got {reader.fieldnames}"
+            )
+        for lineno, row in enumerate(reader, start=2):
+            if None in row:
+                raise ValueError(f"{str(path)!r}, line {lineno}: more fields than the header has")
+            clean = {k: v for k, v in row.items() if v not in (None, "") or k == "prompt"}
+            ex = example_from_dict(clean, where=f"{str(path)!r}, line {lineno}")
+            yield {**ex.to_dict(), **({"split": row["split"]} if row.get("split") else {})}
+        return
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"{str(path)!r}, line {lineno}: not valid JSON ({e.msg}): {line[:80]!r}"
+            ) from None
+        ex = example_from_dict(row, where=f"{str(path)!r}, line {lineno}")
+        out = ex.to_dict()
+        if isinstance(row, Mapping) and "split" in row:
+            out["split"] = row["split"]
+        yield out
+
+
+def _all_texts(splits: Iterable[list[Example]]) -> Iterable[str]:
+    for exs in splits:
+        for e in exs:
+            yield e.prompt
+            yield from e.references
+
+
+def _object_array(items: list[Any]) -> np.ndarray:
+    arr = np.empty(len(items), dtype=object)
+    arr[:] = items
+    return arr
+
+
+# ---- registry ----------------------------------------------------------------------------------------------
+_TASKS: dict[str, Callable[..., Task]] = {}
+
+
+def register_task(
+    name: str, factory: Callable[..., Task] | Task | None = None, overwrite: bool = False
+) -> Any:
+    """Give a task (or a factory ``(**kwargs) -> Task``) a name usable as ``TextGenEnv(task=name)``.
+
+    Example:
+        >>> register_task("tiny-add", lambda: Task.from_examples([{"prompt": "1+1=", "reference": "2"}] * 5))
+        ... # doctest: +SKIP
+    """
+
+    def add(f: Callable[..., Task] | Task) -> Callable[..., Task] | Task:
+        if name in _TASKS and not overwrite:
+            raise ValueError(
+                f"a task named {name!r} is already registered; pass overwrite=True to replace it"
+            )
+        _TASKS[name] = (lambda **kw: f) if isinstance(f, Task) else f
+        return f
+
+    return add if factory is None else add(factory)
+
+
+def available_tasks() -> list[str]:
+    return sorted(_TASKS)
+
+
+def make_task(spec: Task | str | os.PathLike | Iterable[Any], **kwargs: Any) -> Task:
+    """A Task from a Task, a registered name, a ``.jsonl``/``.csv`` path, a saved-task directory, or an
+    iterable of examples."""
+    if isinstance(spec, Task):
+        if kwargs:
+            raise TypeError(f"task options {sorted(kwargs)} given with an already built task {spec!r}")
+        return spec
+    if isinstance(spec, (str, os.PathLike)):
+        s = str(spec)
+        if s in _TASKS:
+            return _TASKS[s](**kwargs)
+        p = Path(s)
+        if p.suffix.lower() in (".jsonl", ".json", ".csv") or p.exists():
+            if p.is_dir():
+                return Task.load(p)
+            return Task.from_file(p, **kwargs)
+        raise ValueError(
+            f"unknown task {s!r}; registered tasks: {', '.join(available_tasks())} "
+            "(or a path to a .jsonl/.csv file)"
+        )
+    if isinstance(spec, Iterable):
+        return Task.from_examples(spec, **kwargs)
+    raise TypeError(f"cannot make a task from {type(spec).__name__}: {spec!r}")
+
+
+__all__ = [
+    "SPLITS",
+    "EncodedSplit",
+    "Example",
+    "Task",
+    "available_tasks",
+    "example_from_dict",
+    "make_task",
+    "read_examples",
+    "register_task",
+    "split_indices",
+]

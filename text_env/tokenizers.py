@@ -1,0 +1,284 @@
+"""Tokenizers: a small protocol, a character tokenizer, a locally trained BPE tokenizer, and an adapter
+for any Hugging Face tokenizer.
+
+Every tokenizer reserves three special ids that the environments rely on:
+
+- ``pad_id``: fills the left of an observation window; never a meaningful action.
+- ``bos_id``: starts every context (the env puts it before the prompt).
+- ``eos_id``: the action that ends an episode (``terminated=True``).
+
+Tokenizers are saved as one JSON file (``save(path)``) and restored with :func:`load_tokenizer`, which
+dispatches on the ``"type"`` field. Nothing here unpickles anything.
+
+Example:
+    >>> tok = CharTokenizer.from_texts(["abc", "cab"])
+    >>> tok.decode(tok.encode("cab"))
+    'cab'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from text_env.io import atomic_write_json as _atomic_write_json
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What the environments and agents need from a tokenizer."""
+
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def pad_id(self) -> int: ...
+    @property
+    def bos_id(self) -> int: ...
+    @property
+    def eos_id(self) -> int: ...
+
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: Iterable[int]) -> str: ...
+    def save(self, path: str | os.PathLike) -> None: ...
+
+
+class _TokenizerBase:
+    """Shared helpers: batch decoding of padded id arrays, special-id handling."""
+
+    pad_id: int
+    bos_id: int
+    eos_id: int
+
+    @property
+    def special_ids(self) -> frozenset[int]:
+        return frozenset({self.pad_id, self.bos_id, self.eos_id})
+
+    def decode_batch(self, ids: np.ndarray, lengths: np.ndarray) -> list[str]:
+        """Decode row ``i`` of a padded ``(N, T)`` id array up to ``lengths[i]``."""
+        return [self.decode(row[:n].tolist()) for row, n in zip(ids, lengths, strict=True)]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+
+class CharTokenizer(_TokenizerBase):
+    """One token per character, over a fixed alphabet, after the four special tokens.
+
+    Characters outside the alphabet encode to ``<unk>`` (or raise, with ``strict=True``).
+
+    Args:
+        alphabet: The characters, in id order. Duplicates are an error.
+        strict: Raise ``ValueError`` on an unknown character instead of mapping it to ``<unk>``.
+    """
+
+    def __init__(self, alphabet: Sequence[str], strict: bool = False) -> None:
+        alphabet = list(alphabet)
+        if len(set(alphabet)) != len(alphabet):
+            raise ValueError(f"CharTokenizer alphabet has duplicate characters: {alphabet!r}")
+        if any(len(c) != 1 for c in alphabet):
+            raise ValueError("CharTokenizer alphabet entries must be single characters")
+        self.alphabet = alphabet
+        self.strict = strict
+        self._itos = list(SPECIAL_TOKENS) + alphabet
+        self._stoi = {c: i + len(SPECIAL_TOKENS) for i, c in enumerate(alphabet)}
+        self.pad_id, self.bos_id, self.eos_id, self.unk_id = 0, 1, 2, 3
+        # decode lookup: specials decode to "" so generated text never shows them
+        self._decode_table = np.array([""] * len(SPECIAL_TOKENS) + alphabet, dtype=object)
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str], strict: bool = False) -> CharTokenizer:
+        """Build the alphabet from every character that occurs in ``texts`` (sorted, deterministic)."""
+        chars: set[str] = set()
+        for t in texts:
+            chars.update(t)
+        return cls(sorted(chars), strict=strict)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._itos)
+
+    def encode(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"encode expects str, got {type(text).__name__}: {text!r}")
+        if self.strict:
+            bad = [c for c in text if c not in self._stoi]
+            if bad:
+                raise ValueError(f"characters {sorted(set(bad))!r} are not in the tokenizer's alphabet")
+        return [self._stoi.get(c, self.unk_id) for c in text]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        out = []
+        for i in ids:
+            i = int(i)
+            if i < 0 or i >= len(self._itos):
+                raise ValueError(f"token id {i} is outside the vocabulary [0, {len(self._itos)})")
+            if i >= len(SPECIAL_TOKENS):
+                out.append(self._itos[i])
+            elif i == self.unk_id:
+                out.append("\ufffd")
+        return "".join(out)
+
+    def token_ids(self, chars: Iterable[str]) -> list[int]:
+        """Ids of the given characters (used for action masks: the tokens a task allows)."""
+        return [self._stoi[c] for c in chars if c in self._stoi]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "char", "alphabet": "".join(self.alphabet), "strict": self.strict}
+
+    def save(self, path: str | os.PathLike) -> None:
+        _atomic_write_json(path, self.to_dict())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CharTokenizer) and other.alphabet == self.alphabet
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.alphabet))
+
+    def __repr__(self) -> str:
+        return f"CharTokenizer(vocab_size={self.vocab_size})"
+
+
+class BPETokenizer(_TokenizerBase):
+    """Byte-level BPE trained locally with the Hugging Face ``tokenizers`` library.
+
+    Example:
+        >>> tok = BPETokenizer.train(["the cat sat", "the dog ran"] * 50, vocab_size=300)
+        >>> tok.decode(tok.encode("the cat ran"))
+        'the cat ran'
+    """
+
+    def __init__(self, hf_tokenizer: Any) -> None:
+        self._tok = hf_tokenizer
+        ids = [hf_tokenizer.token_to_id(t) for t in SPECIAL_TOKENS]
+        if any(i is None for i in ids):
+            raise ValueError(f"BPE tokenizer lacks the special tokens {SPECIAL_TOKENS}")
+        self.pad_id, self.bos_id, self.eos_id, self.unk_id = ids
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 2000, min_frequency: int = 2) -> BPETokenizer:
+        """Train a byte-level BPE on ``texts``; deterministic for the same input order."""
+        from tokenizers import Tokenizer as HFTok
+        from tokenizers import decoders, models, pre_tokenizers, trainers
+
+        tok = HFTok(models.BPE(unk_token=UNK))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=list(SPECIAL_TOKENS),
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(tok)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"encode expects str, got {type(text).__name__}: {text!r}")
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        ids = [int(i) for i in ids]
+        for i in ids:
+            if i < 0 or i >= self.vocab_size:
+                raise ValueError(f"token id {i} is outside the vocabulary [0, {self.vocab_size})")
+        return self._tok.decode(ids, skip_special_tokens=True)
+
+    def decode_batch(self, ids: np.ndarray, lengths: np.ndarray) -> list[str]:
+        rows = [row[:n].tolist() for row, n in zip(ids, lengths, strict=True)]
+        return self._tok.decode_batch(rows, skip_special_tokens=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "bpe", "tokenizer": json.loads(self._tok.to_str())}
+
+    def save(self, path: str | os.PathLike) -> None:
+        _atomic_write_json(path, self.to_dict())
+
+    def __repr__(self) -> str:
+        return f"BPETokenizer(vocab_size={self.vocab_size})"
+
+
+class HFTokenizer(_TokenizerBase):
+    """Adapter for a ``transformers`` tokenizer (``PreTrainedTokenizerBase``).
+
+    A tokenizer without a pad token reuses its EOS as pad, as GPT-2-style models do; one without a BOS
+    reuses EOS as BOS. Saving writes the HF files into a directory plus a small JSON pointer.
+    """
+
+    def __init__(self, hf_tokenizer: Any, directory: str | os.PathLike | None = None) -> None:
+        self._tok = hf_tokenizer
+        self.directory = None if directory is None else str(directory)
+        eos = hf_tokenizer.eos_token_id
+        if eos is None:
+            raise ValueError("the Hugging Face tokenizer has no eos_token_id; set one before wrapping it")
+        self.eos_id = int(eos)
+        self.pad_id = int(hf_tokenizer.pad_token_id) if hf_tokenizer.pad_token_id is not None else self.eos_id
+        self.bos_id = int(hf_tokenizer.bos_token_id) if hf_tokenizer.bos_token_id is not None else self.eos_id
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._tok)
+
+    def encode(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"encode expects str, got {type(text).__name__}: {text!r}")
+        return list(self._tok.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+    def save(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        hf_dir = path.with_suffix(".hf")
+        self._tok.save_pretrained(hf_dir)
+        _atomic_write_json(path, {"type": "hf", "directory": hf_dir.name})
+
+    def __repr__(self) -> str:
+        return f"HFTokenizer({type(self._tok).__name__}, vocab_size={self.vocab_size})"
+
+
+def tokenizer_from_dict(data: dict[str, Any], base_dir: str | os.PathLike | None = None) -> Tokenizer:
+    """Rebuild a tokenizer from its ``to_dict()`` form (the JSON written by ``save``)."""
+    if not isinstance(data, dict) or "type" not in data:
+        raise ValueError(f"not a tokenizer description (no 'type' field): {str(data)[:80]!r}")
+    kind = data["type"]
+    if kind == "char":
+        return CharTokenizer(list(data["alphabet"]), strict=bool(data.get("strict", False)))
+    if kind == "bpe":
+        from tokenizers import Tokenizer as HFTok
+
+        return BPETokenizer(HFTok.from_str(json.dumps(data["tokenizer"])))
+    if kind == "hf":
+        from transformers import AutoTokenizer
+
+        directory = Path(base_dir or ".") / data["directory"]
+        return HFTokenizer(AutoTokenizer.from_pretrained(directory, local_files_only=True), directory)
+    raise ValueError(f"unknown tokenizer type {kind!r}; expected one of 'char', 'bpe', 'hf'")
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """Load a tokenizer saved with ``save(path)``; a corrupt file raises ``ValueError`` naming it."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return tokenizer_from_dict(data, base_dir=path.parent)
+    except FileNotFoundError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, Exception) as e:
+        raise ValueError(f"cannot load tokenizer from {str(path)!r}: {type(e).__name__}: {e}") from e
