@@ -1,0 +1,279 @@
+"""Any Hugging Face causal LM as a text-env policy: the same methods as :class:`TransformerPolicy`.
+
+:class:`HFPolicy` wraps a ``transformers.AutoModelForCausalLM`` and adds a scalar value head on its last
+hidden state. Decoding goes through HF's own ``DynamicCache`` inside an :class:`HFCache`, which keeps the
+per-slot key mask and position ids of :class:`~agents.policies.transformer.SlotCache`, so left padding and
+``reset_slots`` behave exactly as with the built-in model.
+
+``transformers`` is an optional dependency (``pip install text-env[hf]``); it is imported only when an
+``HFPolicy`` is built or loaded. Nothing here downloads: models and tokenizers load with
+``local_files_only=True``.
+
+Example:
+    >>> policy = HFPolicy.from_pretrained("runs/smollm2")  # a local save_pretrained dir  # doctest: +SKIP
+    >>> cache = policy.new_cache(batch_size=8, max_len=128)  # doctest: +SKIP
+    >>> logits, values = policy.prefill(prompt_ids, prompt_mask, cache)  # doctest: +SKIP
+    >>> tokens, logprobs = policy.sample(logits)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+
+from agents.policies.transformer import (
+    LMPolicy,
+    SlotCache,
+    check_token_inputs,
+    read_safetensors,
+    write_safetensors,
+)
+from text_env.tokenizers import HFTokenizer, Tokenizer, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+_INSTALL_HINT = "HFPolicy needs the optional 'transformers' package: pip install text-env[hf]"
+
+
+def _require_transformers() -> Any:
+    try:
+        import transformers
+    except ImportError as e:  # pragma: no cover - exercised only without the extra
+        raise ImportError(_INSTALL_HINT) from e
+    return transformers
+
+
+def _text_config(model: Any) -> Any:
+    config = model.config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+class HFCache(SlotCache):
+    """The KV cache of an :class:`HFPolicy`: a ``transformers.DynamicCache`` for the keys and values plus
+    the per-slot key mask, position ids and shared write index of :class:`SlotCache`.
+
+    Unlike :class:`~agents.policies.transformer.KVCache` the keys are not preallocated (``DynamicCache``
+    concatenates); ``max_len`` bounds the write index all the same.
+    """
+
+    def __init__(
+        self, model_config: Any, batch_size: int, max_len: int, device: torch.device | str | None
+    ) -> None:
+        super().__init__(batch_size, max_len, device)
+        self._model_config = model_config
+        self.past = self._new_past()
+
+    def _new_past(self) -> Any:
+        transformers = _require_transformers()
+        try:
+            return transformers.DynamicCache(config=self._model_config)
+        except TypeError:  # transformers < 4.56 takes no config
+            return transformers.DynamicCache()
+
+    def reset(self) -> None:
+        super().reset()
+        self.past = self._new_past()
+
+
+class HFPolicy(LMPolicy):
+    """A Hugging Face causal LM with a value head, behind the :class:`TransformerPolicy` interface.
+
+    Args:
+        model: A ``transformers`` causal LM (``AutoModelForCausalLM``-style: ``forward`` returns ``logits``
+            and accepts ``attention_mask``, ``position_ids`` and a cache).
+        tokenizer: A text_env tokenizer, or a ``transformers`` tokenizer (wrapped in ``HFTokenizer``).
+        temperature: Divides the logits, when sampling and when training alike.
+        action_mask: ``(V,)`` bool of allowed tokens (``V`` = the model's logit width); None allows all.
+
+    Example:
+        >>> policy = HFPolicy.from_pretrained("path/to/saved/model")  # doctest: +SKIP
+        >>> cache = policy.new_cache(batch_size=4, max_len=64)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, model: nn.Module, tokenizer: Any, temperature: float = 1.0, action_mask: Any = None
+    ) -> None:
+        _require_transformers()
+        if not isinstance(tokenizer, Tokenizer):
+            tokenizer = HFTokenizer(tokenizer)
+        text_config = _text_config(model)
+        super().__init__(tokenizer, int(text_config.vocab_size), temperature, action_mask)
+        self.model = model
+        p = next(model.parameters())
+        self.value_head = nn.Linear(int(text_config.hidden_size), 1, device=p.device, dtype=p.dtype)
+        nn.init.normal_(self.value_head.weight, mean=0.0, std=0.01)  # small: initial values near 0
+        nn.init.zeros_(self.value_head.bias)
+        if self.action_mask is not None:
+            self.action_mask = self.action_mask.to(p.device)
+        params = inspect.signature(model.forward).parameters
+        # transformers 5 renamed ``past_key_values`` to ``cache`` (the old name is deprecated until 5.40)
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._logits_kwarg = "logits_to_keep" if "logits_to_keep" in params else None
+        self._max_positions = getattr(text_config, "max_position_embeddings", None)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike, tokenizer: Any = None, temperature: float = 1.0, **model_kwargs: Any
+    ) -> HFPolicy:
+        """A policy from a local ``save_pretrained`` directory (never the hub); the tokenizer is loaded
+        from the same directory unless given. ``model_kwargs`` go to ``from_pretrained`` (e.g. ``dtype``)."""
+        transformers = _require_transformers()
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **model_kwargs)
+        if tokenizer is None:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        return cls(model, tokenizer, temperature)
+
+    # -- forward passes ------------------------------------------------------------------------------------
+    def _run(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        cache: HFCache | None,
+        last_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        input_ids, attention_mask = check_token_inputs(input_ids, attention_mask)
+        B, T = input_ids.shape
+        kwargs: dict[str, Any] = {}
+        if cache is None:
+            mask2d = None if attention_mask is None else attention_mask.long()  # (B, T)
+            pos_ids = None if attention_mask is None else (attention_mask.cumsum(1) - 1).clamp_(min=0)
+            n_real = T
+        else:
+            if cache.batch_size != B:
+                raise ValueError(f"input batch size {B} != cache batch size {cache.batch_size}")
+            start, pos_ids = cache.claim(T, attention_mask)  # (B, T)
+            mask2d = cache.key_mask[:, : start + T].long()  # (B, S'): HF masks keys from the 2-D mask
+            kwargs[self._cache_kwarg] = cache.past
+            n_real = start + T
+        if self._max_positions is not None and n_real > self._max_positions:
+            top = (
+                int(cache.next_pos.max())
+                if cache is not None
+                else (T if pos_ids is None else int(pos_ids.max()) + 1)
+            )
+            if top > self._max_positions:
+                raise ValueError(
+                    f"a sequence has more than max_position_embeddings={self._max_positions} tokens"
+                )
+        if last_only and self._logits_kwarg is not None:
+            kwargs[self._logits_kwarg] = 1
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask2d,
+            position_ids=pos_ids,
+            use_cache=cache is not None,
+            output_hidden_states=True,
+            **kwargs,
+        )
+        if cache is not None:
+            cache.pos = start + T
+        hidden = out.hidden_states[-1]  # (B, T, C): after the final norm in HF causal LMs
+        logits = out.logits  # (B, T or 1, V)
+        if last_only:
+            hidden, logits = hidden[:, -1], logits[:, -1]  # (B, C), (B, V)
+        return logits.float(), self.value_head(hidden).squeeze(-1).float()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: HFCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``logits (B, T, V)`` float32 (raw: apply :meth:`log_probs`) and ``values (B, T)`` float32.
+
+        Rows may be left-padded (``attention_mask`` False at padding); position ids are counted per row
+        from the mask, so padding does not change a row's logits.
+        """
+        return self._run(input_ids, attention_mask, cache)
+
+    def prefill(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache: HFCache
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run left-padded prompts through ``cache``; ``logits (B, V)`` and ``values (B,)`` at the end."""
+        if attention_mask is not None and not bool(attention_mask[:, -1].all()):
+            raise ValueError(
+                "prefill expects left-padded prompts: attention_mask[:, -1] must be True in every row"
+            )
+        return self._run(input_ids, attention_mask, cache, last_only=True)
+
+    def decode_step(self, tokens: torch.Tensor, cache: HFCache) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append one token per slot; return the next ``logits (B, V)`` and ``values (B,)``."""
+        if tokens.dim() != 1:
+            raise ValueError(f"decode_step expects tokens of shape (B,), got {tuple(tokens.shape)}")
+        return self._run(tokens[:, None], None, cache, last_only=True)
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> HFCache:
+        """An empty :class:`HFCache` (``max_len`` defaults to the model's ``max_position_embeddings``)."""
+        max_len = max_len or self._max_positions
+        if max_len is None:
+            raise ValueError("the model config has no max_position_embeddings; pass max_len")
+        return HFCache(self.model.config, batch_size, int(max_len), next(self.model.parameters()).device)
+
+    # -- persistence ---------------------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write ``model/`` (``save_pretrained``, safetensors), ``value_head.safetensors`` (value head and
+        action mask), ``tokenizer.json`` and ``config.json`` into ``directory``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        kwargs = {}
+        if "safe_serialization" in inspect.signature(self.model.save_pretrained).parameters:
+            kwargs["safe_serialization"] = True  # transformers 4.x; 5.x writes only safetensors
+        self.model.save_pretrained(d / "model", **kwargs)
+        own = {k: v for k, v in self.state_dict().items() if not k.startswith("model.")}
+        write_safetensors(d / "value_head.safetensors", own)
+        self._save_meta(d, {"model_dir": "model"})
+
+    @classmethod
+    def load(
+        cls, directory: str | os.PathLike, device: torch.device | str | None = None, **model_kwargs: Any
+    ) -> HFPolicy:
+        """Restore a policy written by :meth:`save` (offline; safetensors and JSON only).
+
+        A truncated or corrupt file raises ``ValueError`` naming it.
+        """
+        transformers = _require_transformers()
+        d = Path(directory)
+        meta = cls._load_meta(d)
+        tokenizer = load_tokenizer(d / "tokenizer.json")
+        model_dir = d / str(meta.get("model_dir", "model"))
+        try:
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                model_dir, local_files_only=True, **model_kwargs
+            )
+        except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+            raise ValueError(
+                f"cannot load the model saved in {str(model_dir)!r}: {type(e).__name__}: {e}"
+            ) from e
+        if device is not None:
+            model = model.to(device)
+        head_path = d / "value_head.safetensors"
+        tensors = read_safetensors(head_path, device)
+        mask = (
+            torch.ones(int(_text_config(model).vocab_size), dtype=torch.bool)
+            if meta.get("has_action_mask")
+            else None
+        )
+        policy = cls(model, tokenizer, float(meta.get("temperature", 1.0)), mask)
+        missing, unexpected = policy.load_state_dict(tensors, strict=False)
+        missing = [k for k in missing if not k.startswith("model.")]
+        if missing or unexpected:
+            raise ValueError(
+                f"{str(head_path)!r} does not match the policy: missing {missing}, unexpected {unexpected}"
+            )
+        return policy
+
+    def __repr__(self) -> str:
+        return (
+            f"HFPolicy({type(self.model).__name__}, vocab={self.vocab_size}, temperature={self.temperature}, "
+            f"action_mask={self.action_mask is not None})"
+        )
+
+
+__all__ = ["HFCache", "HFPolicy"]

@@ -1,0 +1,88 @@
+"""RLOO: REINFORCE with a leave-one-out group baseline (Kool et al. 2019; Ahmadian et al. 2024, "Back to
+Basics: Revisiting REINFORCE Style Optimization for Learning from Human Feedback in LLMs"), with the GRPO
+variant (Shao et al. 2024) one flag away.
+
+Each iteration draws ``n_envs / k`` prompts and samples ``k`` completions of each. A completion's advantage is
+its return minus the mean return of the other ``k − 1`` completions of the same prompt (GRPO: minus the group
+mean, divided by the group's standard deviation); every token of the completion gets that advantage. No
+critic is needed. The KL leash enters each completion's return, as in the RLOO paper.
+
+Example:
+    >>> agent = RLOO(sft("TextEnv/Arithmetic-v0"), "TextEnv/Arithmetic-v0", n_envs=64, k=4)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.common import OnPolicyAlgorithm, iteration_seed
+from agents.rollout import RolloutBatch
+
+
+def leave_one_out_advantages(returns: torch.Tensor, k: int, scale_by_std: bool = False) -> torch.Tensor:
+    """Advantages for ``returns (G·k,)`` laid out group by group (``k`` consecutive rows per prompt).
+
+    RLOO: ``R_i − mean_{j≠i} R_j``. With ``scale_by_std`` (GRPO): ``(R_i − mean_j R_j) / (std_j R_j + ε)``.
+    """
+    if returns.numel() % k:
+        raise ValueError(f"{returns.numel()} returns do not split into groups of k={k}")
+    g = returns.view(-1, k)  # (G, k)
+    if scale_by_std:
+        return ((g - g.mean(1, keepdim=True)) / (g.std(1, unbiased=False, keepdim=True) + 1e-6)).view(-1)
+    baseline = (g.sum(1, keepdim=True) - g) / (k - 1)
+    return (g - baseline).view(-1)
+
+
+class RLOO(OnPolicyAlgorithm):
+    """k completions per prompt, each baselined by the others.
+
+    Args (beyond :class:`~agents.common.OnPolicyAlgorithm`'s):
+        k: Completions per prompt (``n_envs`` must be a multiple, k ≥ 2).
+        scale_by_std: GRPO's normalization by the group's standard deviation.
+    """
+
+    algo_name = "rloo"
+    uses_value_head = False
+
+    def __init__(
+        self,
+        policy: Any = "transformer",
+        env: Any = "TextEnv/Reverse-v0",
+        *,
+        k: int = 4,
+        scale_by_std: bool = False,
+        learning_rate: float = 1e-4,
+        **kwargs: Any,
+    ) -> None:
+        n_envs = kwargs.get("n_envs", 64)
+        if not isinstance(k, int) or k < 2:
+            raise ValueError(f"k must be an int ≥ 2, got {k!r}")
+        if n_envs % k:
+            raise ValueError(f"n_envs ({n_envs}) must be a multiple of k ({k})")
+        super().__init__(policy, env, learning_rate=learning_rate, **kwargs)
+        self.k = k
+        self.scale_by_std = scale_by_std
+        self.hparams.update(k=k, scale_by_std=scale_by_std, learning_rate=learning_rate)
+
+    def collect_rollouts(self) -> RolloutBatch:
+        """``n_envs / k`` prompts drawn from the train split, each repeated ``k`` times."""
+        if self.collector is None:
+            raise ValueError("this agent has no env; pass env=... to train it")
+        seed = iteration_seed(self.seed, self.iteration)
+        n_prompts = len(self.env.task.encoded(self.env.split))
+        groups = np.random.default_rng(seed).integers(n_prompts, size=self.n_envs // self.k)
+        self.policy.eval()
+        return self.collector.collect(seed=seed, prompt_index=np.repeat(groups, self.k))
+
+    def train(self, batch: RolloutBatch) -> dict[str, float]:
+        rewards, kl = self.shaped_rewards(batch)
+        seq_returns = (rewards * batch.mask).sum(dim=1)  # (B,)
+        adv = leave_one_out_advantages(seq_returns, self.k, self.scale_by_std)  # (B,)
+        b_advantages = adv[:, None] * batch.mask  # every token of a completion shares its advantage
+        stats = self.policy_gradient_step(batch, b_advantages, None, 0.0)
+        self.kl.update(float(kl.mean()), batch.actions.shape[0])
+        stats["charts/kl"] = float(kl.mean())
+        return stats

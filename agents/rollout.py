@@ -1,0 +1,215 @@
+"""Batched, KV-cached rollouts of a language-model policy through the native vector env.
+
+One rollout runs N episodes in lockstep (the vector env's ``DISABLED`` autoreset mode): every slot starts
+together from a left-padded prompt window, so all slots share one position in the KV cache. The policy runs
+the prompts once (``prefill``) and then one forward of one token per slot per step (``decode_step``); the env
+scores the whole batch per step. The result is a :class:`RolloutBatch` laid out for the update, which runs a
+single full-sequence forward per episode (never one per token):
+
+    input_ids = [prompt window (P columns, left-padded)] + [actions (T columns)]
+    the logits at column P - 1 + t score action t; the value there is V(s_t).
+
+Example:
+    >>> collector = RolloutCollector(policy, make_rollout_env("TextEnv/Reverse-v0", 64))  # doctest: +SKIP
+    >>> batch = collector.collect(seed=0)                                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from text_env.vector import TextGenVectorEnv
+
+
+class RolloutBatch(NamedTuple):
+    """N finished episodes, as tensors on the policy's device (``B`` episodes, ``T`` steps, ``P`` prompt)."""
+
+    input_ids: torch.Tensor  # (B, P + T) long: prompt window then actions (pad after an episode ends)
+    attention_mask: torch.Tensor  # (B, P + T) bool
+    prompt_width: int  # P
+    actions: torch.Tensor  # (B, T) long
+    mask: torch.Tensor  # (B, T) bool: the step was taken (its episode had not ended)
+    logprobs: torch.Tensor  # (B, T) float32: log π(a_t | s_t) under the sampling distribution
+    values: torch.Tensor  # (B, T) float32: V(s_t) from the value head (0 where masked)
+    rewards: torch.Tensor  # (B, T) float32: env rewards (action rewards + the state reward at the end)
+    ref_logprobs: torch.Tensor | None  # (B, T) float32 under the frozen reference, if any
+    episode_returns: np.ndarray  # (B,) sum of env rewards
+    success: np.ndarray  # (B,) float: 1/0 per the task's success test, NaN if the task has none
+    lengths: np.ndarray  # (B,) steps taken (stop token included)
+    prompt_index: np.ndarray  # (B,) split index of each prompt
+    completions: list[str]  # (B,) generated text
+
+    @property
+    def num_tokens(self) -> int:
+        """Env steps in the batch (the unit of every budget)."""
+        return int(self.lengths.sum())
+
+    def action_logits_slice(self) -> slice:
+        """The columns of the full-sequence logits that score the actions."""
+        p, t = self.prompt_width, self.actions.shape[1]
+        return slice(p - 1, p - 1 + t)
+
+
+def make_rollout_env(env: str | TextGenVectorEnv | Any, n_envs: int, **env_kwargs: Any) -> TextGenVectorEnv:
+    """The lockstep vector env a collector needs, from an id, a task name/Task, or an existing env."""
+    if isinstance(env, TextGenVectorEnv):
+        if env.autoreset_mode != gym.vector.AutoresetMode.DISABLED:
+            raise ValueError(
+                "rollouts need a TextGenVectorEnv in lockstep mode (autoreset_mode=AutoresetMode.DISABLED), "
+                f"got {env.autoreset_mode}"
+            )
+        return env
+    if isinstance(env, str) and env.split(":")[-1].startswith("TextEnv/"):
+        vec = gym.make_vec(
+            env,
+            num_envs=n_envs,
+            vectorization_mode="vector_entry_point",
+            autoreset_mode=gym.vector.AutoresetMode.DISABLED,
+            **env_kwargs,
+        )
+        return vec.unwrapped if hasattr(vec, "unwrapped") else vec
+    return TextGenVectorEnv(
+        env, num_envs=n_envs, autoreset_mode=gym.vector.AutoresetMode.DISABLED, **env_kwargs
+    )
+
+
+class RolloutCollector:
+    """Runs a policy (and optionally a frozen reference) over a lockstep :class:`TextGenVectorEnv`.
+
+    Args:
+        policy: An LM policy (``prefill``, ``decode_step``, ``sample``, ``log_probs``, ``new_cache``).
+        env: The lockstep vector env (see :func:`make_rollout_env`).
+        reference: A frozen policy scored on the same tokens (for the KL leash), or None.
+        device: Where the policy lives (tensors are created there).
+    """
+
+    def __init__(self, policy: Any, env: TextGenVectorEnv, reference: Any | None = None, device: Any = None):
+        self.policy = policy
+        self.env = env
+        self.reference = reference
+        self.device = torch.device(device) if device is not None else next(policy.parameters()).device
+        self.generator = torch.Generator(device=self.device)
+        tok = env.tokenizer
+        self.pad_id = tok.pad_id
+        if policy.vocab_size < tok.vocab_size:
+            raise ValueError(
+                f"the policy's vocabulary ({policy.vocab_size}) is smaller than the env's ({tok.vocab_size})"
+            )
+
+    def collect(
+        self,
+        seed: int | None = None,
+        prompt_index: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> RolloutBatch:
+        """Run every slot to the end of one episode.
+
+        Args:
+            seed: Seeds the env's prompt draws and the sampling generator (None continues both streams).
+            prompt_index: Pin each slot's prompt (e.g. k copies of a prompt for RLOO).
+            deterministic: Greedy decoding (evaluation).
+        """
+        with torch.inference_mode():
+            batch = self._collect(seed, prompt_index, deterministic)
+        # inference tensors cannot enter autograd: hand the update ordinary copies
+        return batch._replace(
+            **{k: v.clone() for k, v in batch._asdict().items() if isinstance(v, torch.Tensor)}
+        )
+
+    def _collect(
+        self, seed: int | None, prompt_index: np.ndarray | None, deterministic: bool
+    ) -> RolloutBatch:
+        env, policy = self.env, self.policy
+        if seed is not None:
+            self.generator.manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+        options = None if prompt_index is None else {"prompt_index": np.asarray(prompt_index, dtype=np.int64)}
+        obs, _ = env.reset(seed=seed, options=options)
+        # drop the columns that are padding in every row: the prompt window is as wide as the longest prompt
+        nonpad = obs != self.pad_id
+        first = int(np.argmax(nonpad.any(axis=0)))
+        prompt = torch.as_tensor(obs[:, first:], device=self.device)  # (B, P)
+        prompt_mask = torch.as_tensor(nonpad[:, first:], device=self.device)  # (B, P)
+        n, p = prompt.shape
+        t_max = env.max_new_tokens
+
+        actions = torch.full((n, t_max), self.pad_id, dtype=torch.long, device=self.device)
+        logprobs = torch.zeros((n, t_max), dtype=torch.float32, device=self.device)
+        values = torch.zeros((n, t_max), dtype=torch.float32, device=self.device)
+        rewards = np.zeros((n, t_max), dtype=np.float32)
+        mask = np.zeros((n, t_max), dtype=bool)
+        success = np.full(n, np.nan)
+        completions: list[Any] = [None] * n
+
+        cache = policy.new_cache(n, p + t_max)
+        logits, value = policy.prefill(prompt, prompt_mask, cache)  # (B, V), (B,)
+        steps = 0
+        for t in range(t_max):
+            tokens, logp = policy.sample(logits, self.generator, deterministic)  # (B,), (B,)
+            live = ~env.finished  # (B,) numpy
+            live_t = torch.as_tensor(live, device=self.device)
+            tokens = torch.where(live_t, tokens, torch.full_like(tokens, self.pad_id))
+            actions[:, t] = tokens
+            logprobs[:, t] = torch.where(live_t, logp, torch.zeros_like(logp))
+            values[:, t] = torch.where(live_t, value, torch.zeros_like(value))
+            _, r, terminated, truncated, info = env.step(tokens.cpu().numpy())
+            rewards[:, t] = r
+            mask[:, t] = live
+            done = terminated | truncated
+            if done.any():
+                d = np.flatnonzero(done)
+                if "is_success" in info:
+                    success[d] = info["is_success"][d]
+                for i in d:
+                    completions[i] = info["completion"][i]
+            steps = t + 1
+            if env.finished.all():
+                break
+            logits, value = policy.decode_step(tokens, cache)
+
+        actions, logprobs, values = actions[:, :steps], logprobs[:, :steps], values[:, :steps]
+        mask_t = torch.as_tensor(mask[:, :steps], device=self.device)
+        input_ids = torch.cat([prompt, actions], dim=1)  # (B, P + T)
+        attention_mask = torch.cat([prompt_mask, mask_t], dim=1)  # (B, P + T)
+        ref_logprobs = None
+        if self.reference is not None:
+            ref_logprobs = action_logprobs(self.reference, input_ids, attention_mask, actions, p)
+            ref_logprobs = torch.where(mask_t, ref_logprobs, torch.zeros_like(ref_logprobs))
+        rewards_t = torch.as_tensor(rewards[:, :steps], device=self.device)
+        return RolloutBatch(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            prompt_width=p,
+            actions=actions,
+            mask=mask_t,
+            logprobs=logprobs,
+            values=values,
+            rewards=rewards_t,
+            ref_logprobs=ref_logprobs,
+            episode_returns=rewards[:, :steps].sum(axis=1),
+            success=success,
+            lengths=mask[:, :steps].sum(axis=1),
+            prompt_index=env.prompt_index,
+            completions=completions,
+        )
+
+
+def action_logprobs(
+    policy: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    actions: torch.Tensor,
+    prompt_width: int,
+    return_values: bool = False,
+) -> Any:
+    """log π(a_t | s_t) for every action from ONE full-sequence forward (and the values, if asked)."""
+    logits, values = policy(input_ids, attention_mask)  # (B, P+T, V), (B, P+T)
+    cols = slice(prompt_width - 1, prompt_width - 1 + actions.shape[1])
+    logp = policy.log_probs(logits[:, cols])  # (B, T, V)
+    lp = logp.gather(-1, actions[..., None]).squeeze(-1)  # (B, T)
+    if return_values:
+        return lp, values[:, cols], logp
+    return lp

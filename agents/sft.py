@@ -1,0 +1,183 @@
+"""The supervised stage: train a policy on a task's demonstrations (and/or a text corpus) before RL.
+
+``sft(env_id)`` builds the default policy for the env's task, trains it with teacher forcing on
+``[BOS] prompt completion [EOS]`` (the loss counts the completion and EOS only), and caches the checkpoint
+under ``$TEXT_ENV_CACHE/sft`` (default ``~/.cache/text_env/sft``) keyed by the task's data fingerprint and
+every setting, so RL starts from a competent policy without retraining each time.
+
+Example:
+    >>> from agents import sft
+    >>> policy = sft("TextEnv/Reverse-v0", steps=2000)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agents.common import resolve_device
+from text_env.rewards.base import pad_ragged
+from text_env.tasks.base import Task, make_task
+
+logger = logging.getLogger(__name__)
+
+SFT_VERSION = 1
+
+
+def cache_root() -> Path:
+    """Where built artefacts are cached: ``$TEXT_ENV_CACHE`` or ``~/.cache/text_env``."""
+    return Path(os.environ.get("TEXT_ENV_CACHE", Path.home() / ".cache" / "text_env"))
+
+
+def task_of(env: Any) -> Task:
+    """The Task behind an env id (``"TextEnv/Reverse-v0"``), a task name, a Task, or an env object."""
+    if isinstance(env, Task):
+        return env
+    if hasattr(env, "unwrapped") and hasattr(env.unwrapped, "task"):
+        return env.unwrapped.task
+    if hasattr(env, "task") and isinstance(env.task, Task):
+        return env.task
+    if isinstance(env, str) and env.split(":")[-1].startswith("TextEnv/"):
+        import text_env  # noqa: F401  (registers the ids)
+
+        try:
+            spec = gym.spec(env.split(":")[-1])
+        except gym.error.Error as e:
+            raise ValueError(f"unknown env id {env!r}: {e}") from e
+        kwargs = dict(spec.kwargs)
+        if "task" not in kwargs:
+            raise ValueError(f"{env!r} has no built-in task; pass the Task (or a file path) instead")
+        return make_task(kwargs.pop("task"), **kwargs)
+    return make_task(env)
+
+
+def encode_demonstrations(
+    task: Task, split: str = "train"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``[BOS] prompt completion [EOS]`` rows, right-padded: ``ids (N, L)``, ``attention (N, L)`` and
+    ``loss_mask (N, L)`` marking the targets (completion tokens and EOS) at the positions that predict
+    them."""
+    tok = task.tokenizer
+    demos = task.demonstrations(split)
+    if not demos:
+        raise ValueError(f"task {task.name!r} has no demonstrations in split {split!r}; SFT needs references")
+    prompts = tok.encode_batch([p for p, _ in demos])
+    completions = tok.encode_batch([c for _, c in demos])
+    rows = [[tok.bos_id, *p, *c, tok.eos_id] for p, c in zip(prompts, completions)]
+    ids, lengths = pad_ragged(rows, pad=tok.pad_id)
+    pos = np.arange(ids.shape[1])[None, :]
+    start = np.array([1 + len(p) for p in prompts])[:, None]  # index of the first completion token
+    # position j predicts token j+1: targets are tokens start..length-1, predicted from positions start-1..
+    loss_mask = (pos >= start - 1) & (pos < lengths[:, None] - 1)
+    attention = pos < lengths[:, None]
+    return torch.as_tensor(ids), torch.as_tensor(attention), torch.as_tensor(loss_mask)
+
+
+def sft_loss(
+    policy: Any, ids: torch.Tensor, attention: torch.Tensor, loss_mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean next-token cross-entropy over the masked positions, under the policy's own distribution
+    (``policy.log_probs``: temperature and action mask included, as RL will sample it)."""
+    logits, _ = policy(ids, attention)  # (B, L, V)
+    logp = policy.log_probs(logits[:, :-1])  # (B, L-1, V)
+    target = ids[:, 1:]
+    nll = -logp.gather(-1, target[..., None]).squeeze(-1)  # (B, L-1)
+    m = loss_mask[:, :-1].float()
+    return (nll * m).sum() / m.sum().clamp_min(1.0)
+
+
+def sft(
+    env: Any,
+    steps: int = 2000,
+    policy: Any = None,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    warmup: int = 100,
+    seed: int = 0,
+    device: str = "auto",
+    policy_kwargs: dict[str, Any] | None = None,
+    cache: bool = True,
+    split: str = "train",
+) -> Any:
+    """Supervised fine-tuning on the task's demonstrations; returns the trained policy.
+
+    Args:
+        env: An env id, task name, Task, or env whose task supplies the demonstrations.
+        steps: Gradient steps.
+        policy: A policy to start from (not cached: its weights are not part of the key); None builds
+            ``TransformerPolicy.for_task(task, **policy_kwargs)`` seeded with ``seed`` (cached).
+        batch_size: Demonstrations per step.
+        learning_rate: Peak AdamW learning rate (linear warmup, cosine decay to 10%).
+        warmup: Warmup steps.
+        seed: Seeds the weights and the batch order.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        policy_kwargs: Model settings for the built policy (e.g. ``n_layer=2, n_embd=128``).
+        cache: Reuse/write the checkpoint under ``$TEXT_ENV_CACHE/sft``.
+        split: Which split's demonstrations to train on.
+    """
+    from agents.policies import TransformerPolicy, load_policy
+
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an int ≥ 0, got {steps!r}")
+    task = task_of(env)
+    dev = resolve_device(device)
+    policy_kwargs = dict(policy_kwargs or {})
+    cache_dir = None
+    if policy is None and cache:
+        key = {
+            "version": SFT_VERSION, "task": task.fingerprint(), "steps": steps, "batch_size": batch_size,
+            "lr": learning_rate, "warmup": warmup, "seed": seed, "policy": policy_kwargs, "split": split,
+        }  # fmt: skip
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        cache_dir = cache_root() / "sft" / f"{task.name}-{digest}"
+        if (cache_dir / "config.json").exists():
+            try:
+                logger.info("SFT cache hit: %s", cache_dir)
+                return load_policy(cache_dir).to(dev)
+            except (ValueError, OSError) as e:  # a damaged cache entry is rebuilt, not fatal
+                logger.warning("ignoring damaged SFT cache entry %s: %s", cache_dir, e)
+    if policy is None:
+        policy = TransformerPolicy.for_task(task, seed=seed, **policy_kwargs)
+    policy = policy.to(dev)
+    ids, attention, loss_mask = (t.to(dev) for t in encode_demonstrations(task, split))
+    n = ids.shape[0]
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    opt = torch.optim.AdamW(policy.parameters(), lr=learning_rate, weight_decay=0.01)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    policy.train()
+    loss_val = float("nan")
+    for step in range(steps):
+        idx = torch.randint(n, (min(batch_size, n),), generator=gen).to(dev)
+        # trim the right padding of this batch: shorter sequences, same loss
+        width = int(attention[idx].sum(1).max())
+        loss = sft_loss(policy, ids[idx, :width], attention[idx, :width], loss_mask[idx, :width])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        loss_val = loss.item()
+        if step % 500 == 0 or step == steps - 1:
+            logger.info("sft %s step %d/%d loss %.4f", task.name, step + 1, steps, loss_val)
+    policy.eval()
+    if not math.isfinite(loss_val) and steps:
+        raise FloatingPointError(f"SFT on {task.name!r} diverged (loss {loss_val}); lower learning_rate")
+    if cache_dir is not None:
+        policy.save(cache_dir)
+    return policy
