@@ -701,12 +701,17 @@ class OnPolicyAlgorithm:
         }
         atomic_write_json(tmp / "state.json", state, indent=1)
         final = root / name
-        if final.exists():
-            shutil.rmtree(final)
+        if final.exists():  # saved twice at one iteration: never touch the directory the pointer may name
+            name = f"{name}-{time.time_ns()}"
+            final = root / name
         os.replace(tmp, final)
         atomic_write_json(root / "latest.json", {"checkpoint": name})
-        ckpts = sorted(p for p in root.glob("ckpt-*") if p.is_dir())
-        for old in ckpts[:-keep]:
+        # prune by age, never the checkpoint just written (an older run in the same directory can hold
+        # higher-numbered ones)
+        ckpts = sorted(
+            (p for p in root.glob("ckpt-*") if p.is_dir() and p != final), key=lambda p: p.stat().st_mtime
+        )
+        for old in ckpts[: max(0, len(ckpts) - (keep - 1))]:
             shutil.rmtree(old, ignore_errors=True)
         return final
 

@@ -142,7 +142,7 @@ def sft(
         if (cache_dir / "config.json").exists():
             try:
                 logger.info("SFT cache hit: %s", cache_dir)
-                return load_policy(cache_dir).to(dev)
+                return load_policy(cache_dir).to(dev).eval()  # as a freshly trained one is returned
             except (ValueError, OSError) as e:  # a damaged cache entry is rebuilt, not fatal
                 logger.warning("ignoring damaged SFT cache entry %s: %s", cache_dir, e)
     if policy is None:

@@ -195,17 +195,24 @@ def _pinned_index(state: GenerationState, options: dict[str, Any] | None, n: int
         return None
     if not isinstance(options, dict):
         raise TypeError(f"options must be a dict, got {type(options).__name__}: {options!r}")
-    unknown = set(options) - {"prompt_index", "prompt", "reset_mask"}
+    unknown = set(options) - {"prompt_index", "prompt", "reference", "reset_mask"}
     if unknown:
         raise ValueError(
-            f"unknown reset options {sorted(unknown)}; expected 'prompt_index', 'prompt' or 'reset_mask'"
+            f"unknown reset options {sorted(unknown)}; expected 'prompt_index', 'prompt' (+ 'reference') "
+            "or 'reset_mask'"
         )
+    if "reference" in options and "prompt" not in options:
+        raise ValueError("options['reference'] needs options['prompt'] (the prompt it answers)")
     if "prompt" in options:
         prompts = options["prompt"]
         prompts = [prompts] * n if isinstance(prompts, str) else list(prompts)
-        if len(prompts) != n:
-            raise ValueError(f"options['prompt'] has {len(prompts)} prompts for {n} slots")
-        return np.array([state.index_of(p) for p in prompts], dtype=np.int64)
+        refs = options.get("reference")
+        refs = [refs] * n if refs is None or isinstance(refs, str) else list(refs)
+        if len(prompts) != n or len(refs) != n:
+            raise ValueError(
+                f"options['prompt'] / ['reference'] have {len(prompts)} / {len(refs)} entries for {n} slots"
+            )
+        return np.array([state.index_of(p, r) for p, r in zip(prompts, refs)], dtype=np.int64)
     if "prompt_index" in options:
         idx = np.asarray(options["prompt_index"])
         if not np.issubdtype(idx.dtype, np.integer):

@@ -57,6 +57,9 @@ class GenerationState:
         self.pad_id, self.bos_id, self.eos_id = tok.pad_id, tok.bos_id, tok.eos_id
         self.stop_ids = task.stop_ids
         self.vocab_size = tok.vocab_size
+        # a lookup table: is_stop[actions] is one gather per step, where np.isin sorts (≈10x slower at N=64)
+        self._is_stop = np.zeros(self.vocab_size, dtype=bool)
+        self._is_stop[np.asarray(self.stop_ids, dtype=np.int64)] = True
 
         enc = task.encoded(split)
         self.prompt_ids = enc.prompt_ids
@@ -126,21 +129,25 @@ class GenerationState:
         meta = np.empty(1, dtype=object)
         meta[0] = example.metadata
         self.metadata = np.concatenate([self.metadata, meta])
-        if self._index_of_prompt is not None:
-            self._index_of_prompt.setdefault(example.prompt, len(self.prompts) - 1)
+        if self._index_of_prompt is not None:  # the same ad-hoc prompt maps to this index from now on
+            self._index_of_prompt[example.prompt] = len(self.prompts) - 1
         return len(self.prompts) - 1
 
-    def index_of(self, prompt: str) -> int:
-        """The split index of a prompt text, adding it as an ad-hoc example if the split lacks it."""
+    def index_of(self, prompt: str, reference: str | None = None) -> int:
+        """The split index of a prompt text, adding it as an ad-hoc example if the split lacks it (or if a
+        ``reference`` is given that differs from the split's)."""
         if not isinstance(prompt, str) or not prompt:
             raise ValueError(f"options['prompt'] must be a non-empty string, got {prompt!r}")
+        if reference is not None and not isinstance(reference, str):
+            raise ValueError(f"options['reference'] must be a string, got {reference!r}")
         if self._index_of_prompt is None:
             self._index_of_prompt = {}
             for i, p in enumerate(self.prompts):
                 self._index_of_prompt.setdefault(p, i)
-        if prompt in self._index_of_prompt:
-            return self._index_of_prompt[prompt]
-        return self.add_example(Example(prompt))
+        i = self._index_of_prompt.get(prompt)
+        if i is not None and (reference is None or (self.references[i] or (None,))[0] == reference):
+            return i
+        return self.add_example(Example(prompt, () if reference is None else (reference,)))
 
     @property
     def num_prompts(self) -> int:
@@ -198,7 +205,7 @@ class GenerationState:
         else:
             self.obs[a, :-1] = self.obs[a, 1:]
             self.obs[a, -1] = act
-        is_stop = np.isin(act, self.stop_ids)
+        is_stop = self._is_stop[act]  # actions are validated token ids (< vocab_size)
         keep = a[~is_stop]
         self.completion[keep, self.completion_len[keep]] = actions[keep]
         self.completion_len[keep] += 1

@@ -1,3 +1,10 @@
 """Imports every built-in reward module so that each registers itself. New reward files add a line here."""
 
-from text_env.rewards import match  # noqa: F401
+from text_env.rewards import (  # noqa: F401
+    embedding,
+    learned_specs,
+    match,
+    sentiment,
+    shaping,
+    text_metrics,
+)

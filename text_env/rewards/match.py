@@ -31,6 +31,10 @@ def _aligned(batch: RewardBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     rr[:, : r.shape[1]] = r
     cc[pos[None, :] >= cl[:, None]] = -1
     rr[pos[None, :] >= rl[:, None]] = -2
+    if batch._references is not None:
+        # a row without any reference (e.g. a pinned ad-hoc prompt) matches nothing
+        missing = np.fromiter((r is None for r in batch._references), dtype=bool, count=len(batch))
+        rl = np.where(missing, -1, rl)
     return cc, cl, rr, rl
 
 
@@ -57,7 +61,7 @@ class ExactMatch(Reward):
     def score(self, batch: RewardBatch) -> np.ndarray:
         cc, cl, rr, rl = _aligned(batch)
         rr = np.where(rr == -2, -1, rr)  # beyond-length positions compare equal once lengths match
-        out = ((cl == rl) & (cc == rr).all(axis=1)).astype(np.float32)
+        out = ((cl == rl) & (cc == rr).all(axis=1)).astype(np.float32)  # rl = -1: no reference, no match
         return _extra_refs_match(batch, out)
 
 
@@ -77,7 +81,8 @@ class PartialMatch(Reward):
         cc, cl, rr, rl = _aligned(batch)
         hits = (cc == rr).sum(axis=1)
         denom = np.maximum(cl, rl)
-        return np.where(denom == 0, 1.0, hits / np.maximum(denom, 1)).astype(np.float32)
+        out = np.where(denom == 0, 1.0, hits / np.maximum(denom, 1))
+        return np.where(rl < 0, 0.0, out).astype(np.float32)
 
 
 @register_reward("keyword", requires=("metadata.keyword",))

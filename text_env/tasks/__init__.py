@@ -1,6 +1,6 @@
 """Tasks: data (prompts, references, labels, demonstrations, splits) plus a default reward and tokenizer."""
 
-from text_env.tasks import synthetic  # noqa: F401  (registers the built-in tasks)
+from text_env.tasks import language, synthetic  # noqa: F401  (registers the built-in tasks)
 from text_env.tasks.base import (
     SPLITS,
     EncodedSplit,

@@ -40,13 +40,15 @@ def _unique_splits(
     total = sum(sizes)
     if space is not None and space < total:
         scale = space / total
-        sizes = (
-            space - int(sizes[1] * scale) - int(sizes[2] * scale),
-            int(sizes[1] * scale),
-            int(sizes[2] * scale),
-        )
-        sizes = (sizes[0], max(sizes[1], 1), max(sizes[2], 1))
-        total = sum(sizes)
+        n_val, n_test = max(int(sizes[1] * scale), 1), max(int(sizes[2] * scale), 1)
+        if space - n_val - n_test < 1:
+            raise ValueError(
+                f"only {space} distinct prompts exist; three disjoint splits need at least 3 "
+                "(raise the length or the alphabet)"
+            )
+        # train takes what validation and test leave, so the total never exceeds the space
+        sizes = (space - n_val - n_test, n_val, n_test)
+        total = space
     rng = np.random.default_rng(seed)
     seen: dict[str, Example] = {}
     attempts = 0

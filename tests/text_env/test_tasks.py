@@ -1,0 +1,274 @@
+"""Tasks: the synthetic generators (disjoint deterministic splits, correct references, difficulty knobs),
+tasks from files and iterables, the task registry, and bad input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from text_env.rewards import RewardBatch, make
+from text_env.tasks import (
+    Example,
+    Task,
+    arithmetic_task,
+    copy_task,
+    keyword_task,
+    make_task,
+    register_task,
+    reverse_task,
+    sort_task,
+)
+from text_env.tokenizers import CharTokenizer
+
+# uncached generators (the public ones are lru_cached, which would make a determinism test vacuous)
+GENERATORS: dict[str, Callable[..., Task]] = {
+    "copy": copy_task.__wrapped__,
+    "reverse": reverse_task.__wrapped__,
+    "sort": sort_task.__wrapped__,
+    "arithmetic": arithmetic_task.__wrapped__,
+    "keyword": keyword_task.__wrapped__,
+}
+
+
+def _key(e: Example) -> tuple[str, str | None]:
+    # keyword prompts repeat by design (15 keywords), so an example is its prompt with its demonstration
+    return (e.prompt, e.reference)
+
+
+def _answer(task_name: str, prompt: str) -> str:
+    """The correct answer, computed independently of the generator."""
+    if task_name == "arithmetic":
+        a, b = prompt[:-1].split("+")
+        return str(int(a) + int(b))
+    word, arg = prompt[:-1].split(" ")
+    assert word == task_name
+    return {"copy": arg, "reverse": arg[::-1], "sort": "".join(sorted(arg))}[task_name]
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_synthetic_splits_are_disjoint_deterministic_and_correct(name: str) -> None:
+    task = GENERATORS[name]()
+    again = GENERATORS[name]()
+    other_seed = GENERATORS[name](seed=1)
+    keys = {s: [_key(e) for e in task.examples(s)] for s in ("train", "validation", "test")}
+    for s, k in keys.items():
+        assert len(k) > 0 and len(set(k)) == len(k), s
+        assert [_key(e) for e in again.examples(s)] == k, s  # same arguments → the same splits
+    assert not set(keys["train"]) & set(keys["validation"])
+    assert not set(keys["train"]) & set(keys["test"])
+    assert not set(keys["validation"]) & set(keys["test"])
+    assert [_key(e) for e in other_seed.examples("test")] != keys["test"]
+    sizes = task.split_sizes()
+    assert sizes["train"] >= 8 * sizes["test"]
+    if name == "keyword":
+        batch = RewardBatch.from_texts(
+            [e.prompt for e in task.examples("test")],
+            [e.reference for e in task.examples("test")],
+            metadata=[e.metadata for e in task.examples("test")],
+        )
+        assert (make("keyword")(batch) == 1.0).all()  # every demonstration earns the full reward
+    else:
+        for e in task.examples("train")[:500] + task.examples("test"):
+            assert e.reference == _answer(name, e.prompt), e
+
+
+def test_default_split_sizes() -> None:
+    assert reverse_task().split_sizes() == {"train": 5000, "validation": 500, "test": 500}
+    assert arithmetic_task().split_sizes() == {"train": 8000, "validation": 1000, "test": 1000}
+    assert arithmetic_task(digits=1).split_sizes() == {"train": 80, "validation": 10, "test": 10}  # all 100
+
+
+@pytest.mark.parametrize("factory", [copy_task, reverse_task, sort_task])
+@pytest.mark.parametrize("length", [1, 4, 12])
+def test_length_knob(factory: Callable[..., Task], length: int) -> None:
+    task = factory(length=length)
+    lengths = [len(e.prompt.split(" ")[1]) - 1 for s in ("train", "test") for e in task.examples(s)]
+    assert max(lengths) == length and min(lengths) >= 1
+    assert task.max_new_tokens == length + 1  # the answer, then EOS
+    if length == 1:  # only 10 one-letter strings exist: every one is used, none twice
+        assert task.split_sizes() == {"train": 8, "validation": 1, "test": 1}
+
+
+@pytest.mark.parametrize(("digits", "budget"), [(1, 3), (2, 4), (3, 5)])
+def test_digits_knob(digits: int, budget: int) -> None:
+    task = arithmetic_task(digits=digits)
+    operands = [int(x) for e in task.examples("train") for x in e.prompt[:-1].split("+")]
+    assert max(operands) < 10**digits
+    assert max(operands) >= 10 ** (digits - 1) * 9  # the top of the range is reached
+    assert task.max_new_tokens == budget  # e.g. 99+99=198: three digits and EOS
+
+
+def test_arithmetic_with_all_operators() -> None:
+    task = arithmetic_task(digits=1, ops="+-*")
+    ops_seen = set()
+    for e in task.examples("train"):
+        a, op, b = e.prompt[0], e.prompt[1], e.prompt[2:-1]
+        ops_seen.add(op)
+        assert e.reference == str({"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op])
+    assert ops_seen == {"+", "-", "*"}
+    assert "-" in task.allowed_completion_chars
+
+
+def test_knob_errors_name_the_value() -> None:
+    with pytest.raises(ValueError, match="length must be a positive int, got 0"):
+        reverse_task(length=0)
+    with pytest.raises(ValueError, match=r"digits must be an int in \[1, 6\], got 7"):
+        arithmetic_task(digits=7)
+    with pytest.raises(ValueError, match=r"ops must be .*got '/'"):
+        arithmetic_task(ops="/")
+    with pytest.raises(ValueError, match="only 2 distinct prompts"):
+        reverse_task(length=1, alphabet="ab")
+
+
+def test_action_mask_allows_the_answer_alphabet_and_eos() -> None:
+    task = reverse_task(length=4)
+    tok = task.tokenizer
+    allowed = set(np.flatnonzero(task.action_mask))
+    assert allowed == {*tok.encode("abcdefghij"), tok.eos_id}
+
+
+# ---- tasks from files and iterables ------------------------------------------------------------------------
+def _write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), "utf-8")
+    return path
+
+
+def test_task_from_jsonl(tmp_path: Path) -> None:
+    rows = [{"prompt": f"q{i}?", "reference": f"a{i}", "label": i % 2} for i in range(20)]
+    rows.append({"prompt": "fixed?", "reference": ["yes", "y"], "split": "test"})
+    task = Task.from_file(_write_jsonl(tmp_path / "qa.jsonl", rows))
+    assert task.name == "qa"
+    assert task.split_sizes() == {"train": 16, "validation": 2, "test": 3}
+    test = {e.prompt: e for e in task.examples("test")}
+    assert test["fixed?"].references == ("yes", "y")
+    all_ex = [e for s in ("train", "validation", "test") for e in task.examples(s)]
+    assert sorted(e.prompt for e in all_ex) == sorted(r["prompt"] for r in rows)
+    by_prompt = {e.prompt: e for e in all_ex}
+    assert by_prompt["q3?"].reference == "a3" and by_prompt["q3?"].label == 1
+    assert task.reward == "exact_match" and task.success == "exact_match"
+    again = Task.from_file(tmp_path / "qa.jsonl")  # the seeded shuffle is deterministic
+    assert [e.prompt for e in again.examples("train")] == [e.prompt for e in task.examples("train")]
+
+
+def test_task_from_csv(tmp_path: Path) -> None:
+    path = tmp_path / "reviews.csv"
+    lines = ["prompt,reference,label"] + [
+        f'"review {i}, fine",ok{i},{"pos" if i % 2 else "neg"}' for i in range(10)
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    task = Task.from_file(path)
+    ex = {e.prompt: e for s in ("train", "validation", "test") for e in task.examples(s)}
+    assert len(ex) == 10
+    assert ex["review 3, fine"].reference == "ok3" and ex["review 3, fine"].label == "pos"
+    assert task.split_sizes() == {"train": 8, "validation": 1, "test": 1}
+
+
+def test_task_from_iterable_of_strings_needs_a_reward() -> None:
+    with pytest.raises(ValueError, match="pass reward="):
+        Task.from_examples(["hi", "yo", "ok"])
+
+    def length_reward(prompts, completions, references):
+        return [float(len(c)) for c in completions]
+
+    task = Task.from_examples(iter(["hi", "yo", "ok"]), reward=length_reward, max_new_tokens=2)
+    assert task.success is None
+    env = gym.make("TextEnv/Custom-v0", task=task)
+    env.reset(seed=0)
+    _, r1, *_ = env.step(env.unwrapped.tokenizer.encode("o")[0])
+    _, r2, _, truncated, info = env.step(env.unwrapped.tokenizer.encode("k")[0])
+    assert (r1, r2, truncated) == (0.0, 2.0, True)
+    assert "is_success" not in info  # no success test without references
+
+
+def test_task_save_load_keeps_data_and_tokenizer(tmp_path: Path) -> None:
+    task = reverse_task(length=4)
+    task.save(tmp_path / "rev")
+    loaded = make_task(tmp_path / "rev")  # a saved-task directory is a task spec too
+    assert loaded.tokenizer == task.tokenizer
+    for s in ("train", "validation", "test"):
+        assert loaded.examples(s) == task.examples(s)
+    assert loaded.max_new_tokens == task.max_new_tokens and loaded.fingerprint() == task.fingerprint()
+
+
+def test_task_file_with_a_saved_tokenizer(tmp_path: Path, task_file: Path) -> None:
+    CharTokenizer(list("0123456789+=xyz")).save(tmp_path / "tok.json")
+    task = Task.from_file(task_file, tokenizer=tmp_path / "tok.json")
+    assert task.tokenizer.vocab_size == 4 + 15
+
+
+def test_register_task_and_custom_id(task_file: Path) -> None:
+    env = gym.make("TextEnv/Custom-v0", task=str(task_file), reward="exact_match")
+    _play_a_correct_answer(env)
+
+    register_task("test-tiny-add", Task.from_file(task_file, name="tiny-add"), overwrite=True)
+    env = gym.make("TextEnv/Custom-v0", task="test-tiny-add")
+    assert env.unwrapped.task.name == "tiny-add"
+    _play_a_correct_answer(env)
+    with pytest.raises(ValueError, match="'test-tiny-add' is already registered"):
+        register_task("test-tiny-add", lambda: None)
+
+
+def _play_a_correct_answer(env: gym.Env) -> None:
+    task = env.unwrapped.task
+    example = task.examples("train")[0]
+    _, info = env.reset(seed=0, options={"prompt_index": 0})
+    assert info["prompt"] == example.prompt
+    tok = env.unwrapped.tokenizer
+    for a in [*tok.encode(example.reference), tok.eos_id]:
+        _, reward, terminated, truncated, info = env.step(a)
+    assert (reward, terminated, truncated, info["is_success"]) == (1.0, True, False, True)
+
+
+# ---- bad input ---------------------------------------------------------------------------------------------
+def test_malformed_jsonl_row_names_file_and_line(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "a"}, "", '{"prompt": "b"', {"prompt": "c"}])
+    with pytest.raises(ValueError, match=r"bad\.jsonl'?, line 3: not valid JSON"):
+        Task.from_file(path, reward="exact_match")
+
+
+def test_missing_prompt_field_names_file_and_line(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "noprompt.jsonl", [{"prompt": "a"}, {"question": "b"}])
+    with pytest.raises(ValueError, match=r"noprompt\.jsonl'?, line 2: missing required field 'prompt'"):
+        Task.from_file(path, reward="exact_match")
+    path = _write_jsonl(tmp_path / "notobj.jsonl", [{"prompt": "a"}, "[1, 2]"])
+    with pytest.raises(ValueError, match=r"line 2: expected an object with a 'prompt' field"):
+        Task.from_file(path, reward="exact_match")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "match"),
+    [
+        ("empty.jsonl", "", "has no rows"),
+        ("blank.jsonl", "\n\n", "has no rows"),
+        ("empty.csv", "prompt,reference\n", "has no rows"),
+        ("cols.csv", "question,answer\nq,a\n", r"'prompt' column, got \['question', 'answer'\]"),
+        ("extra.csv", "prompt,reference\na,b\nc,d,e\n", r"line 3: more fields than the header"),
+        ("emptyprompt.jsonl", '{"prompt": ""}\n', r"line 1: field 'prompt' is empty"),
+        ("split.jsonl", '{"prompt": "a", "reference": "b", "split": "dev"}\n', r"split 'dev' is not one of"),
+    ],
+)
+def test_bad_task_files(tmp_path: Path, name: str, content: str, match: str) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=match):
+        Task.from_file(path, reward="exact_match")
+
+
+def test_missing_file_unknown_task_and_empty_prompt_sets(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nope\.jsonl"):
+        make_task(tmp_path / "nope.jsonl")
+    with pytest.raises(ValueError, match=r"unknown task 'revers'; registered tasks: .*reverse"):
+        make_task("revers")
+    with pytest.raises(ValueError, match="has no prompts"):
+        Task.from_examples([], reward="exact_match")
+    with pytest.raises(ValueError, match="split 'test' has no prompts"):
+        Task("t", {"train": [Example("a", ("b",))], "validation": [Example("c", ("d",))], "test": []})
+    with pytest.raises(ValueError, match=r"lacks splits \['validation', 'test'\]"):
+        Task("t", {"train": [Example("a", ("b",))]})
+    with pytest.raises(ValueError, match="has no prompts"):
+        gym.make("TextEnv/Custom-v0", task=[], reward="exact_match")

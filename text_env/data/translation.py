@@ -1,0 +1,792 @@
+"""English → Spanish sentence pairs generated from a small bilingual grammar and lexicon, plus a reader
+for a user's own pairs.
+
+No parallel corpus ships in an installed package, so the pairs are generated: one random derivation
+produces the English sentence and its Spanish translation together, which makes every reference correct
+by construction. The grammar is small but the agreement is real Spanish grammar:
+
+- **Gender and number agreement.** Articles, demonstratives and ``nuestro`` agree with the noun
+  (``el/la/los/las``, ``un/una``, ``este/esta/estos/estas``, ``ese/esa/esos/esas``,
+  ``nuestro/nuestra/nuestros/nuestras``; ``mi/mis``, ``dos``, ``tres`` vary only in number or not at all),
+  and so do adjectives (``rojo/roja/rojos/rojas``; ``verde/verdes``, ``azul/azules``, ``feliz/felices``,
+  ``joven/jóvenes`` vary in number only).
+- **Adjectives follow the noun**: *the red cats* → *los gatos rojos*.
+- **Irregular plurals** are listed, not guessed: *lápiz/lápices*, *ratón/ratones* (the accent goes),
+  *joven/jóvenes* (an accent comes), *paraguas/paraguas*; English *man/men*, *mouse/mice*.
+- **Feminine nouns with a stressed initial a-** take ``el``/``un`` in the singular but stay feminine:
+  *the cold water* → *el agua fría*, *this water* → *esta agua*.
+- **Present-tense conjugation** by person and number, with the stem changes of *querer* (quiero),
+  *cerrar* (cierro), *encontrar* (encuentro), *dormir* (duermo), *jugar* (juego), and the irregular
+  *tener* (tengo), *ver* (veo), *reír* (río).
+- **The personal a** before a direct object that is a specific person, contracted with ``el``:
+  *I help the boy* → *Yo ayudo al niño*; never before things (*Yo veo la casa*). Animals are objects
+  only of *have* (*tener*), which takes no personal a.
+- **Phrasal verbs translate to one verb without a preposition**: *look for* → *buscar*, *look at* →
+  *mirar*.
+- **Negation** *do/does not V* → *no V*; **days** take the article, lower-case: *on Sundays* →
+  *los domingos*; *in the morning* → *por la mañana*.
+- **English a/an** follows the next word (*an old umbrella*), English 3rd-person -s/-es/-ies
+  (*washes*, *carries*).
+
+Subject pronouns are kept in the first reference (*Yo como*, a correct and unambiguous choice); the other
+references drop the pronoun (Spanish is pro-drop: *Como*) or use the feminine plural (*nosotras*,
+*ellas*) where English does not mark gender.
+
+Example:
+    >>> import numpy as np
+    >>> pair = generate_pair(np.random.default_rng(0))
+    >>> pair.source.endswith(".") and pair.target.endswith(".")
+    True
+    >>> s = noun_phrase("the", noun("cat"), True, "red")
+    >>> sentence_pair(s, verb("eat"), noun_phrase("the", noun("apple"), False)).source
+    'The red cats eat the apple.'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from text_env.data.sources import read_jsonl_records, split_of
+
+SPLIT_SALT = "translate-en-es-v1"
+
+# person index into the six present-tense forms: yo, tú, él/ella, nosotros, vosotros, ellos/ellas
+FIRST_SG, SECOND_SG, THIRD_SG, FIRST_PL, SECOND_PL, THIRD_PL = range(6)
+
+
+# ---- lexicon -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Noun:
+    """A noun in both languages.
+
+    Attributes:
+        en / en_plural: English singular and plural.
+        es / es_plural: Spanish singular and plural.
+        gender: ``"m"`` or ``"f"`` (the Spanish grammatical gender).
+        tags: Semantic classes verbs select on (``person``, ``animal``, ``thing``, ``food``, ``drink``,
+            ``portable``, ``openable``...).
+        adjectives: The adjective group the generator draws from (see ``ADJECTIVE_GROUPS``); any adjective
+            is grammatical, the group keeps generated sentences sensible.
+        mass: Uncountable (*bread*, *milk*): singular only, no *a* or numbers, may be bare as an object.
+        stressed_a: A feminine noun starting with stressed a- (*agua*): ``el``/``un`` in the singular.
+    """
+
+    en: str
+    en_plural: str
+    es: str
+    es_plural: str
+    gender: str
+    tags: frozenset[str]
+    adjectives: str
+    mass: bool = False
+    stressed_a: bool = False
+
+
+def _nouns(
+    group: str, tags: str, rows: str, mass: bool = False, stressed_a: Sequence[str] = ()
+) -> list[Noun]:
+    """Parse ``en en_plural es es_plural gender [extra,tags]`` rows (one per line)."""
+    out = []
+    for line in rows.strip().splitlines():
+        parts = line.split()
+        extra = parts[5].split(",") if len(parts) > 5 else []
+        out.append(
+            Noun(
+                en=parts[0],
+                en_plural=parts[1],
+                es=parts[2],
+                es_plural=parts[3],
+                gender=parts[4],
+                tags=frozenset(tags.split(",") + extra),
+                adjectives=group,
+                mass=mass,
+                stressed_a=parts[2] in stressed_a,
+            )
+        )
+    return out
+
+
+NOUNS: tuple[Noun, ...] = tuple(
+    _nouns(
+        "person",
+        "person",
+        """
+        man men hombre hombres m
+        woman women mujer mujeres f
+        boy boys niño niños m
+        girl girls niña niñas f
+        brother brothers hermano hermanos m kin
+        sister sisters hermana hermanas f kin
+        grandfather grandfathers abuelo abuelos m kin
+        grandmother grandmothers abuela abuelas f kin
+        king kings rey reyes m
+        queen queens reina reinas f
+        """,
+    )
+    + _nouns(
+        "animal",
+        "animal",
+        """
+        cat cats gato gatos m walker
+        dog dogs perro perros m walker,swimmer
+        bird birds pájaro pájaros m singer
+        horse horses caballo caballos m walker
+        cow cows vaca vacas f walker
+        mouse mice ratón ratones m walker
+        duck ducks pato patos m walker,swimmer
+        frog frogs rana ranas f swimmer
+        rabbit rabbits conejo conejos m walker
+        """,
+    )
+    + _nouns(
+        "object",
+        "thing",
+        """
+        book books libro libros m readable,writable,openable,closable,portable,buyable
+        door doors puerta puertas f openable,closable,paintable,washable
+        window windows ventana ventanas f openable,closable,washable,breakable
+        box boxes caja cajas f openable,closable,portable,paintable,buyable
+        table tables mesa mesas f paintable,washable,buyable
+        chair chairs silla sillas f paintable,breakable,portable,buyable
+        cup cups taza tazas f washable,breakable,portable,buyable
+        plate plates plato platos m washable,breakable,portable,buyable
+        key keys llave llaves f portable,buyable
+        ball balls pelota pelotas f portable,buyable
+        hat hats sombrero sombreros m portable,washable,buyable
+        shoe shoes zapato zapatos m portable,washable,buyable
+        pencil pencils lápiz lápices m portable,buyable
+        umbrella umbrellas paraguas paraguas m portable,openable,closable,buyable
+        flower flowers flor flores f portable,buyable
+        clock clocks reloj relojes m breakable,portable,buyable
+        bottle bottles botella botellas f openable,washable,breakable,portable,buyable
+        house houses casa casas f paintable,buyable,sellable
+        """,
+    )
+    + _nouns(
+        "text",
+        "thing",
+        """
+        letter letters carta cartas f readable,writable,openable,portable
+        newspaper newspapers periódico periódicos m readable,portable,buyable
+        magazine magazines revista revistas f readable,portable,buyable
+        map maps mapa mapas m readable,portable,buyable
+        poem poems poema poemas m readable,writable
+        """,
+    )
+    + _nouns(
+        "fruit",
+        "food,portable,buyable",
+        """
+        apple apples manzana manzanas f
+        orange oranges naranja naranjas f
+        lemon lemons limón limones m
+        strawberry strawberries fresa fresas f
+        tomato tomatoes tomate tomates m
+        carrot carrots zanahoria zanahorias f
+        """,
+    )
+    + _nouns(
+        "baked",
+        "food,portable,buyable",
+        """
+        cake cakes pastel pasteles m
+        cookie cookies galleta galletas f
+        egg eggs huevo huevos m
+        """,
+    )
+    + _nouns(
+        "mass_food",
+        "food,buyable",
+        """
+        bread - pan - m
+        cheese - queso - m
+        soup - sopa - f
+        rice - arroz - m
+        """,
+        mass=True,
+    )
+    + _nouns(
+        "drink",
+        "drink,buyable",
+        """
+        milk - leche - f
+        coffee - café - m
+        tea - té - m
+        water - agua - f
+        """,
+        mass=True,
+        stressed_a=("agua",),
+    )
+)
+
+
+@dataclass(frozen=True)
+class Adjective:
+    """An adjective: English form and the Spanish forms (masc. sg, fem. sg, masc. pl, fem. pl)."""
+
+    en: str
+    es_forms: tuple[str, str, str, str]
+
+    def es(self, gender: str, plural: bool) -> str:
+        return self.es_forms[(2 if plural else 0) + (1 if gender == "f" else 0)]
+
+
+def _adjectives(rows: str) -> dict[str, Adjective]:
+    out = {}
+    for line in rows.strip().splitlines():
+        en, *forms = line.split()
+        if len(forms) == 2:  # gender-invariant: singular, plural
+            forms = [forms[0], forms[0], forms[1], forms[1]]
+        out[en] = Adjective(en, tuple(forms))  # type: ignore[arg-type]
+    return out
+
+
+ADJECTIVES: dict[str, Adjective] = _adjectives(
+    """
+    red rojo roja rojos rojas
+    black negro negra negros negras
+    white blanco blanca blancos blancas
+    yellow amarillo amarilla amarillos amarillas
+    green verde verdes
+    blue azul azules
+    big grande grandes
+    small pequeño pequeña pequeños pequeñas
+    new nuevo nueva nuevos nuevas
+    old viejo vieja viejos viejas
+    clean limpio limpia limpios limpias
+    dirty sucio sucia sucios sucias
+    beautiful hermoso hermosa hermosos hermosas
+    long largo larga largos largas
+    short corto corta cortos cortas
+    tall alto alta altos altas
+    young joven jóvenes
+    happy feliz felices
+    tired cansado cansada cansados cansadas
+    hungry hambriento hambrienta hambrientos hambrientas
+    fresh fresco fresca frescos frescas
+    sweet dulce dulces
+    hot caliente calientes
+    cold frío fría fríos frías
+    """
+)
+
+ADJECTIVE_GROUPS: dict[str, tuple[str, ...]] = {
+    group: tuple(words.split())
+    for group, words in {
+        "person": "tall young old happy tired hungry",
+        "animal": "big small black white young old happy tired hungry",
+        "object": "red black white yellow green blue big small new old clean dirty",
+        "text": "new old long short",
+        "fruit": "big small fresh red green yellow",
+        "baked": "big small fresh sweet",
+        "mass_food": "fresh hot cold",
+        "drink": "hot cold",
+    }.items()
+}
+
+
+@dataclass(frozen=True)
+class Verb:
+    """A verb: English base and 3rd-person-singular forms, the six Spanish present-tense forms, and what
+    it selects.
+
+    Attributes:
+        subjects: Noun tags a subject may carry (pronoun subjects are people).
+        objects: Noun tags a direct object may carry; ``()`` for an intransitive verb.
+        intransitive: Whether the verb may also stand without an object (*she reads*).
+        bare_objects: Whether a bare plural or mass object reads naturally (*I eat apples*).
+    """
+
+    en: str
+    en_3sg: str
+    es_forms: tuple[str, str, str, str, str, str]
+    subjects: frozenset[str]
+    objects: frozenset[str] = frozenset()
+    intransitive: bool = False
+    bare_objects: bool = False
+
+    def es(self, person: int) -> str:
+        return self.es_forms[person]
+
+    def en_form(self, person: int) -> str:
+        return self.en_3sg if person == THIRD_SG else self.en
+
+
+_ENDINGS = {
+    "ar": ("o", "as", "a", "amos", "áis", "an"),
+    "er": ("o", "es", "e", "emos", "éis", "en"),
+    "ir": ("o", "es", "e", "imos", "ís", "en"),
+}
+
+
+def conjugate_regular(infinitive: str) -> tuple[str, str, str, str, str, str]:
+    """The present-tense forms of a regular -ar/-er/-ir verb.
+
+    Example:
+        >>> conjugate_regular("comer")
+        ('como', 'comes', 'come', 'comemos', 'coméis', 'comen')
+    """
+    stem, ending = infinitive[:-2], infinitive[-2:]
+    if ending not in _ENDINGS:
+        raise ValueError(f"{infinitive!r} is not an -ar, -er or -ir infinitive")
+    return tuple(stem + e for e in _ENDINGS[ending])  # type: ignore[return-value]
+
+
+# irregular or stem-changing present tenses (Real Academia Española conjugation tables)
+IRREGULAR_PRESENT: dict[str, tuple[str, str, str, str, str, str]] = {
+    "leer": ("leo", "lees", "lee", "leemos", "leéis", "leen"),
+    "cerrar": ("cierro", "cierras", "cierra", "cerramos", "cerráis", "cierran"),
+    "querer": ("quiero", "quieres", "quiere", "queremos", "queréis", "quieren"),
+    "tener": ("tengo", "tienes", "tiene", "tenemos", "tenéis", "tienen"),
+    "encontrar": ("encuentro", "encuentras", "encuentra", "encontramos", "encontráis", "encuentran"),
+    "ver": ("veo", "ves", "ve", "vemos", "veis", "ven"),
+    "dormir": ("duermo", "duermes", "duerme", "dormimos", "dormís", "duermen"),
+    "jugar": ("juego", "juegas", "juega", "jugamos", "jugáis", "juegan"),
+    "reír": ("río", "ríes", "ríe", "reímos", "reís", "ríen"),
+}
+
+
+def conjugate(infinitive: str) -> tuple[str, str, str, str, str, str]:
+    """Present-tense forms of a Spanish verb (listed irregulars, else the regular pattern)."""
+    return IRREGULAR_PRESENT.get(infinitive) or conjugate_regular(infinitive)
+
+
+def _verb(
+    en: str,
+    en_3sg: str,
+    infinitive: str,
+    subjects: str,
+    objects: str = "",
+    intransitive: bool = False,
+    bare_objects: bool = False,
+) -> Verb:
+    return Verb(
+        en,
+        en_3sg,
+        conjugate(infinitive),
+        frozenset(subjects.split(",")),
+        frozenset(objects.split(",")) if objects else frozenset(),
+        intransitive or not objects,
+        bare_objects,
+    )
+
+
+VERBS: tuple[Verb, ...] = (
+    _verb("eat", "eats", "comer", "person,animal", "food", intransitive=True, bare_objects=True),
+    _verb("drink", "drinks", "beber", "person,animal", "drink", intransitive=True, bare_objects=True),
+    _verb("read", "reads", "leer", "person", "readable", intransitive=True, bare_objects=True),
+    _verb("write", "writes", "escribir", "person", "writable", intransitive=True, bare_objects=True),
+    _verb("buy", "buys", "comprar", "person", "buyable", bare_objects=True),
+    _verb("sell", "sells", "vender", "person", "buyable,sellable", bare_objects=True),
+    _verb("open", "opens", "abrir", "person", "openable"),
+    _verb("close", "closes", "cerrar", "person", "closable"),
+    _verb("want", "wants", "querer", "person", "buyable", bare_objects=True),
+    _verb("have", "has", "tener", "person", "portable,animal,sellable", bare_objects=True),
+    _verb("find", "finds", "encontrar", "person", "portable,person"),
+    _verb("see", "sees", "ver", "person,animal", "thing,food,person"),
+    _verb("look for", "looks for", "buscar", "person,animal", "portable,person"),
+    _verb("look at", "looks at", "mirar", "person,animal", "thing,food,person"),
+    _verb("carry", "carries", "llevar", "person", "portable", bare_objects=True),
+    _verb("wash", "washes", "lavar", "person", "washable"),
+    _verb("paint", "paints", "pintar", "person", "paintable"),
+    _verb("break", "breaks", "romper", "person", "breakable"),
+    _verb("help", "helps", "ayudar", "person", "person"),
+    _verb("call", "calls", "llamar", "person", "person"),
+    _verb("visit", "visits", "visitar", "person", "person"),
+    _verb("sleep", "sleeps", "dormir", "person,animal"),
+    _verb("run", "runs", "correr", "person,walker"),
+    _verb("walk", "walks", "caminar", "person,walker"),
+    _verb("swim", "swims", "nadar", "person,swimmer"),
+    _verb("sing", "sings", "cantar", "person,singer"),
+    _verb("dance", "dances", "bailar", "person"),
+    _verb("work", "works", "trabajar", "person"),
+    _verb("play", "plays", "jugar", "person,animal"),
+    _verb("cry", "cries", "llorar", "person"),
+    _verb("laugh", "laughs", "reír", "person"),
+)
+
+# (English, Spanish, person, feminine alternative)
+PRONOUNS: tuple[tuple[str, str, int, str | None], ...] = (
+    ("I", "yo", FIRST_SG, None),
+    ("he", "él", THIRD_SG, None),
+    ("she", "ella", THIRD_SG, None),
+    ("we", "nosotros", FIRST_PL, "nosotras"),
+    ("they", "ellos", THIRD_PL, "ellas"),
+)
+
+PLACES: tuple[tuple[str, str], ...] = (
+    ("in the garden", "en el jardín"),
+    ("in the kitchen", "en la cocina"),
+    ("in the park", "en el parque"),
+    ("in the house", "en la casa"),
+    ("at school", "en la escuela"),
+    ("at home", "en casa"),
+)
+
+# simple present reads as habitual, so the time expressions are habitual ones
+TIMES: tuple[tuple[str, str], ...] = (
+    ("every day", "todos los días"),
+    ("on Sundays", "los domingos"),
+    ("on Mondays", "los lunes"),
+    ("in the morning", "por la mañana"),
+    ("in the afternoon", "por la tarde"),
+    ("at night", "por la noche"),
+    ("today", "hoy"),
+)
+
+# determiner: English singular/plural forms (None: not allowed), and whether a mass noun takes it
+DETERMINERS: dict[str, tuple[str | None, str | None, bool]] = {
+    "the": ("the", "the", True),
+    "a": ("a", None, False),
+    "this": ("this", "these", True),
+    "that": ("that", "those", True),
+    "my": ("my", "my", True),
+    "our": ("our", "our", True),
+    "two": (None, "two", False),
+    "three": (None, "three", False),
+}
+
+
+def spanish_determiner(det: str, noun: Noun, plural: bool) -> str:
+    """The Spanish determiner agreeing with ``noun`` in gender and number.
+
+    Example:
+        >>> water = next(n for n in NOUNS if n.en == "water")
+        >>> spanish_determiner("the", water, False), spanish_determiner("this", water, False)
+        ('el', 'esta')
+    """
+    fem = noun.gender == "f"
+    if det == "the":
+        if plural:
+            return "las" if fem else "los"
+        # el agua: a feminine noun with stressed initial a- takes el in the singular (RAE, DPD "el")
+        return "la" if fem and not noun.stressed_a else "el"
+    if det == "a":
+        if plural:
+            raise ValueError("'a' takes a singular noun")
+        return "una" if fem and not noun.stressed_a else "un"
+    if det == "this":
+        return ("estas" if fem else "estos") if plural else ("esta" if fem else "este")
+    if det == "that":
+        return ("esas" if fem else "esos") if plural else ("esa" if fem else "ese")
+    if det == "my":
+        return "mis" if plural else "mi"
+    if det == "our":
+        return ("nuestras" if fem else "nuestros") if plural else ("nuestra" if fem else "nuestro")
+    if det in ("two", "three"):
+        if not plural:
+            raise ValueError(f"{det!r} takes a plural noun")
+        return {"two": "dos", "three": "tres"}[det]
+    raise ValueError(f"unknown determiner {det!r}; expected one of {sorted(DETERMINERS)}")
+
+
+def english_article(next_word: str) -> str:
+    """``a`` or ``an`` by the next word's first letter (every word in this lexicon that starts with a
+    vowel letter starts with a vowel sound)."""
+    return "an" if next_word[:1].lower() in "aeiou" else "a"
+
+
+@dataclass(frozen=True)
+class NounPhrase:
+    """A noun phrase in both languages, with what agreement needs."""
+
+    en: str
+    es: str
+    noun: Noun
+    plural: bool
+    person: int
+
+    @property
+    def es_with_personal_a(self) -> str:
+        """``a`` + the phrase, contracting ``a el`` to ``al``."""
+        return "al " + self.es[3:] if self.es.startswith("el ") else "a " + self.es
+
+
+def noun_phrase(det: str | None, noun: Noun, plural: bool, adjective: str | None = None) -> NounPhrase:
+    """Build a noun phrase: English *det adj noun*, Spanish *det noun adj* with agreement.
+
+    ``det=None`` is a bare noun (a plural or a mass noun).
+
+    Example:
+        >>> cat = next(n for n in NOUNS if n.en == "cat")
+        >>> noun_phrase("the", cat, True, "red").es
+        'los gatos rojos'
+    """
+    if plural and noun.mass:
+        raise ValueError(f"mass noun {noun.en!r} has no plural")
+    if det is not None:
+        en_sg, en_pl, mass_ok = DETERMINERS[det]
+        if (plural and en_pl is None) or (not plural and en_sg is None) or (noun.mass and not mass_ok):
+            raise ValueError(
+                f"determiner {det!r} cannot go with {'plural' if plural else 'singular'} {noun.en!r}"
+            )
+    elif not (plural or noun.mass):
+        raise ValueError(f"a bare noun must be plural or a mass noun, got singular {noun.en!r}")
+    en_noun = noun.en_plural if plural else noun.en
+    es_noun = noun.es_plural if plural else noun.es
+    en_words = [en_noun]
+    es_words = [es_noun]
+    if adjective is not None:
+        if adjective not in ADJECTIVES:
+            raise ValueError(f"unknown adjective {adjective!r}; the lexicon has {sorted(ADJECTIVES)}")
+        en_words.insert(0, adjective)
+        es_words.append(ADJECTIVES[adjective].es(noun.gender, plural))  # adjectives follow the noun
+    if det is not None:
+        en_det = DETERMINERS[det][1 if plural else 0]
+        assert en_det is not None
+        en_words.insert(0, english_article(en_words[0]) if det == "a" else en_det)
+        es_words.insert(0, spanish_determiner(det, noun, plural))
+    return NounPhrase(" ".join(en_words), " ".join(es_words), noun, plural, THIRD_PL if plural else THIRD_SG)
+
+
+# ---- sentences -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TranslationPair:
+    """An English sentence and its Spanish translations (the first is the reference; the others are also
+    correct)."""
+
+    source: str
+    target: str
+    alternatives: tuple[str, ...] = field(default=())
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        return (self.target, *self.alternatives)
+
+
+def _choice(rng: np.random.Generator, items: Sequence) -> object:
+    return items[int(rng.integers(len(items)))]
+
+
+def _sentence(words: Sequence[str]) -> str:
+    text = " ".join(w for w in words if w)
+    return text[0].upper() + text[1:] + "."
+
+
+def _random_np(
+    rng: np.random.Generator,
+    tags: frozenset[str],
+    subject: bool,
+    allow_bare: bool,
+    allow_indefinite: bool,
+    exclude: Noun | None = None,
+) -> NounPhrase:
+    nouns = [n for n in NOUNS if n.tags & tags and n is not exclude]
+    noun: Noun = _choice(rng, nouns)  # type: ignore[assignment]
+    plural = (not noun.mass) and bool(rng.random() < 0.4)
+    options = []
+    for det, (en_sg, en_pl, mass_ok) in DETERMINERS.items():
+        if noun.mass and not mass_ok:
+            continue
+        if (en_pl if plural else en_sg) is None:
+            continue
+        if det == "a" and not allow_indefinite:
+            continue
+        # "my woman", "our king": possessives of people read oddly except for relatives
+        if det in ("my", "our") and "person" in noun.tags and "kin" not in noun.tags:
+            continue
+        # "busca a un niño" wavers between specific (a) and not (no a); keep objects specific
+        if det == "a" and not subject and "person" in noun.tags:
+            continue
+        options.append(det)
+    if allow_bare and not subject and (plural or noun.mass):
+        options.append(None)
+    det = _choice(rng, options)
+    adjective = None
+    if rng.random() < 0.35:
+        adjective = _choice(rng, ADJECTIVE_GROUPS[noun.adjectives])
+    return noun_phrase(det, noun, plural, adjective)  # type: ignore[arg-type]
+
+
+def noun(en: str) -> Noun:
+    """The lexicon's noun whose English singular is ``en``."""
+    for n in NOUNS:
+        if n.en == en:
+            return n
+    raise ValueError(f"unknown noun {en!r}; the lexicon has {sorted(n.en for n in NOUNS)}")
+
+
+def verb(en: str) -> Verb:
+    """The lexicon's verb whose English base form is ``en`` (e.g. ``"look for"``)."""
+    for v in VERBS:
+        if v.en == en:
+            return v
+    raise ValueError(f"unknown verb {en!r}; the lexicon has {sorted(v.en for v in VERBS)}")
+
+
+def sentence_pair(
+    subject: NounPhrase | str,
+    verb: Verb,
+    obj: NounPhrase | None = None,
+    negated: bool = False,
+    adverbial: str | None = None,
+) -> TranslationPair:
+    """Realize one clause in both languages.
+
+    Args:
+        subject: A noun phrase, or an English subject pronoun (``"I"``, ``"he"``, ``"she"``, ``"we"``,
+            ``"they"``).
+        verb: The verb; it agrees with the subject in person and number.
+        obj: The direct object, if any; a person object takes the personal *a*.
+        negated: *do/does not V* → *no V*.
+        adverbial: An English place or time expression from ``PLACES`` / ``TIMES``.
+
+    Example:
+        >>> s = noun_phrase("the", noun("cat"), True, "red")
+        >>> sentence_pair(s, verb("eat"), noun_phrase("the", noun("apple"), False)).target
+        'Los gatos rojos comen la manzana.'
+        >>> sentence_pair("I", verb("help"), noun_phrase("the", noun("boy"), False)).target
+        'Yo ayudo al niño.'
+    """
+    alt_pronoun: str | None = None
+    if isinstance(subject, str):
+        match = [p for p in PRONOUNS if p[0] == subject]
+        if not match:
+            raise ValueError(
+                f"unknown subject pronoun {subject!r}; expected one of {[p[0] for p in PRONOUNS]}"
+            )
+        en_subj, es_subj, person, alt_pronoun = match[0]
+    else:
+        en_subj, es_subj, person = subject.en, subject.es, subject.person
+    if obj is None and not verb.intransitive:
+        raise ValueError(f"verb {verb.en!r} needs an object")
+    en_obj = es_obj = ""
+    if obj is not None:
+        if not verb.objects:
+            raise ValueError(f"verb {verb.en!r} takes no object")
+        en_obj = obj.en
+        # the personal a marks a human direct object (RAE, Nueva gramática de la lengua española §34.8)
+        es_obj = obj.es_with_personal_a if "person" in obj.noun.tags else obj.es
+    if negated:
+        en_verb = ("does not " if person == THIRD_SG else "do not ") + verb.en
+        es_verb = "no " + verb.es(person)
+    else:
+        en_verb, es_verb = verb.en_form(person), verb.es(person)
+    en_adv = es_adv = ""
+    if adverbial is not None:
+        table = dict(PLACES + TIMES)
+        if adverbial not in table:
+            raise ValueError(f"unknown adverbial {adverbial!r}; expected one of {sorted(table)}")
+        en_adv, es_adv = adverbial, table[adverbial]
+    source = _sentence([en_subj, en_verb, en_obj, en_adv])
+    target = _sentence([es_subj, es_verb, es_obj, es_adv])
+    alternatives = []
+    if isinstance(subject, str):  # pro-drop, and the feminine plural pronoun where English does not say
+        alternatives.append(_sentence([es_verb, es_obj, es_adv]))
+        if alt_pronoun is not None:
+            alternatives.append(_sentence([alt_pronoun, es_verb, es_obj, es_adv]))
+    return TranslationPair(source, target, tuple(alternatives))
+
+
+def generate_pair(rng: np.random.Generator) -> TranslationPair:
+    """One random sentence pair: subject, verb (optionally negated), object, optional place or time.
+
+    Example:
+        >>> p = generate_pair(np.random.default_rng(1))
+        >>> p.target[0].isupper() and p.target.endswith(".")
+        True
+    """
+    v: Verb = _choice(rng, VERBS)  # type: ignore[assignment]
+    subject: NounPhrase | str
+    if "person" in v.subjects and rng.random() < 0.3:
+        subject = str(_choice(rng, PRONOUNS)[0])  # type: ignore[index]
+    else:
+        subject = _random_np(rng, v.subjects, subject=True, allow_bare=False, allow_indefinite=True)
+    negated = bool(rng.random() < 0.2)
+    obj = None
+    if v.objects and not (v.intransitive and rng.random() < 0.3):
+        obj = _random_np(
+            rng,
+            v.objects,
+            subject=False,
+            allow_bare=v.bare_objects,
+            allow_indefinite=not negated,  # "no come una manzana" stresses "not one"; keep the plain reading
+            exclude=subject.noun if isinstance(subject, NounPhrase) else None,
+        )
+    r = rng.random()
+    adverbial = None
+    if r < 0.25:
+        adverbial = str(_choice(rng, PLACES)[0])  # type: ignore[index]
+    elif r < 0.5:
+        adverbial = str(_choice(rng, TIMES)[0])  # type: ignore[index]
+    return sentence_pair(subject, v, obj, negated, adverbial)
+
+
+@lru_cache(maxsize=16)
+def translation_pairs(
+    sizes: tuple[int, int, int] = (20000, 1000, 1000), seed: int = 0
+) -> dict[str, tuple[TranslationPair, ...]]:
+    """Unique generated pairs per split; a sentence's split is a hash of its English side.
+
+    Draws continue until each split holds its size, so the sizes are exact while split membership stays a
+    pure function of the sentence (a bigger ``sizes`` adds sentences, never moves one).
+
+    Raises:
+        ValueError: A size is not a positive int.
+    """
+    if len(sizes) != 3 or any(not isinstance(s, int) or s < 1 for s in sizes):
+        raise ValueError(f"sizes must be three positive ints (train, validation, test), got {sizes!r}")
+    want = dict(zip(("train", "validation", "test"), sizes, strict=True))
+    out: dict[str, list[TranslationPair]] = {s: [] for s in want}
+    seen: set[str] = set()
+    rng = np.random.default_rng(seed)
+    draws, limit = 0, 100 * sum(sizes) + 10_000
+    while any(len(out[s]) < n for s, n in want.items()):
+        pair = generate_pair(rng)
+        draws += 1
+        if draws > limit:
+            raise RuntimeError(f"could not draw {sizes} distinct sentences in {limit} draws; shrink sizes")
+        if pair.source in seen:
+            continue
+        seen.add(pair.source)
+        split = split_of(pair.source, salt=SPLIT_SALT)
+        if len(out[split]) < want[split]:
+            out[split].append(pair)
+    return {s: tuple(v) for s, v in out.items()}
+
+
+def read_translation_pairs(path: str | os.PathLike) -> list[tuple[TranslationPair, str | None]]:
+    """A user's pairs from JSONL: ``{"source": ..., "target": ...}`` or ``{"prompt": ..., "reference": ...}``
+    per line, optionally with ``"split"``. Returns ``(pair, split or None)`` in file order.
+
+    Raises:
+        ValueError: A malformed row (the message names the file and line).
+
+    Example:
+        >>> read_translation_pairs("my_pairs.jsonl")  # doctest: +SKIP
+        [(TranslationPair(source='Good morning.', target='Buenos días.', alternatives=()), None)]
+    """
+    rows = read_jsonl_records(path, (("source", "target"), ("prompt", "reference")), what="translation pairs")
+    return [(TranslationPair(r["source"].strip(), r["target"].strip()), r.get("split")) for _, r in rows]
+
+
+__all__ = [
+    "ADJECTIVES",
+    "ADJECTIVE_GROUPS",
+    "NOUNS",
+    "PLACES",
+    "PRONOUNS",
+    "TIMES",
+    "VERBS",
+    "Adjective",
+    "Noun",
+    "NounPhrase",
+    "TranslationPair",
+    "Verb",
+    "conjugate",
+    "conjugate_regular",
+    "english_article",
+    "generate_pair",
+    "noun",
+    "noun_phrase",
+    "read_translation_pairs",
+    "sentence_pair",
+    "spanish_determiner",
+    "translation_pairs",
+    "verb",
+]
