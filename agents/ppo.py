@@ -72,15 +72,15 @@ class PPO(OnPolicyAlgorithm):
         policy: Any = "transformer",
         env: Any = "TextEnv/Reverse-v0",
         *,
-        n_epochs: int = 4,
-        batch_size: int = 16,
+        n_epochs: int = 2,
+        batch_size: int = 32,
         clip_range: float = 0.2,
         clip_range_vf: float | None = 0.2,
         vf_coef: float = 0.5,
         gae_lambda: float = 0.95,
         normalize_advantage: bool = True,
         max_approx_kl: float | None = 0.05,
-        learning_rate: float = 1e-4,
+        learning_rate: float = 5e-5,
         **kwargs: Any,
     ) -> None:
         if n_epochs < 1 or batch_size < 1:

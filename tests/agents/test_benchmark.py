@@ -1,0 +1,325 @@
+"""The benchmark harness: external algorithms end to end, resume, validation before any run, statistics
+checked against hand-computed values, outputs, and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents import benchmark as bm
+from agents.cli import build_parser, main
+
+HERE = Path(__file__).parent
+COPY = "TextEnv/Copy-L4-v0"
+
+
+@pytest.fixture
+def external(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make tests/agents/external_algo.py importable as ``external_algo`` (tests/ is not a package)."""
+    monkeypatch.syspath_prepend(str(HERE))
+
+
+def tiny_config(out: Path, **kw) -> bm.BenchmarkConfig:
+    base = dict(envs=[COPY], algos=["external_algo:CopyPrompt"], seeds=2, budget=60, eval_every=20, n_eval=8)
+    base.update(kw)
+    return bm.BenchmarkConfig(out=out, reps=200, **base)
+
+
+# ---- end to end -------------------------------------------------------------------------------------------
+def test_external_algorithms_end_to_end(tmp_path: Path, external: None) -> None:
+    cfg = tiny_config(tmp_path, algos=["external_algo:CopyPrompt", "external_algo:make_copy"])
+    result = bm.run_benchmark(cfg)
+
+    assert sorted(result.executed) == sorted(
+        f"TextEnv-Copy-L4-v0__external_algo-{a}__{s}" for a in ("CopyPrompt", "make_copy") for s in (0, 1)
+    )
+    assert result.failed == [] and result.skipped == []
+    by = {(r["algo"], r["seed"]): r for r in result.runs}
+    cls_run = by["external_algo:CopyPrompt", 0]
+    # CopyPrompt.learn never stops by itself: the harness stopped it at exactly the budget
+    assert cls_run["steps"] == 60
+    assert [p["target"] for p in cls_run["curve"]] == [0, 20, 40, 60]
+    assert cls_run["final"]["success_rate"] == 1.0  # the scripted copier solves every test prompt
+    assert [p["target"] for p in by["external_algo:make_copy", 1]["curve"]] == [
+        60
+    ]  # function form: final only
+
+    summary = result.summary
+    assert summary["aggregate"]["success"]["external_algo:CopyPrompt"]["iqm"] == {
+        "point": 1.0,
+        "lo": 1.0,
+        "hi": 1.0,
+    }
+    assert (
+        summary["poi"]["success"]["external_algo:CopyPrompt>external_algo:make_copy"]["point"] == 0.5
+    )  # ties
+
+    saved = json.loads(
+        (tmp_path / "runs" / "TextEnv-Copy-L4-v0__external_algo-CopyPrompt__1.json").read_text()
+    )
+    assert saved["status"] == "done" and saved["key"]["budget"] == 60
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert len(rows) == 2 * 4 + 2 * 1  # every curve point of every run
+    assert json.loads((tmp_path / "results.json").read_text())["config"]["budget"] == 60
+    report = (tmp_path / "report.md").read_text()
+    assert "external_algo:CopyPrompt" in report and "Probability of improvement" in report
+    assert "![curves.png](curves.png)" in report and "60 env steps" in report
+    for png in ("curves.png", "aggregate_iqm.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tabular_learner_and_our_scratch_agent(tmp_path: Path, external: None) -> None:
+    """A real external learner and one of ours (tiny batch) side by side; ours never exceeds the budget."""
+    cfg = tiny_config(
+        tmp_path,
+        envs=["TextEnv/Arithmetic-D1-v0"],
+        algos=["external_algo:TabularMC", "ours:reinforce-scratch"],
+        seeds=1,
+        budget=80,
+        algo_kwargs={"ours:reinforce-scratch": {"n_envs": 4}},
+    )
+    result = bm.run_benchmark(cfg)
+    assert result.failed == []
+    ours = next(r for r in result.runs if r["algo"] == "ours:reinforce-scratch")
+    assert 80 - 4 * 3 < ours["steps"] <= 80  # stops before a batch (≤ 4 episodes × 3 tokens) could cross it
+    assert ours["sft"] is None and ours["hparams"]["n_envs"] == 4
+    assert ours["curve"][-1]["target"] == 80
+
+
+def test_sft_warm_start_is_reported_separately(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEXT_ENV_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_config(
+        tmp_path / "out",
+        envs=["TextEnv/Arithmetic-D1-v0"],
+        algos=["ours:rloo"],
+        seeds=1,
+        budget=64,
+        sft_steps=3,
+        algo_kwargs={"ours:rloo": {"n_envs": 4, "k": 2}},
+    )
+    run = bm.run_benchmark(cfg).runs[0]
+    sft = run["sft"]
+    assert sft["steps"] == 3 and sft["demonstrations"] == 3 * 64
+    # every Arithmetic-D1 answer is 1-2 digits + EOS: 2-3 target tokens per demonstration
+    assert 2 * 3 * 64 <= sft["demo_tokens"] <= 3 * 3 * 64
+    assert run["steps"] <= 64  # the SFT tokens are not in the RL count
+
+
+@pytest.mark.expensive
+def test_worker_processes(tmp_path: Path, external: None) -> None:
+    """Runs spread over 2 processes (forkserver/spawn) find the user's module via the parent's sys.path."""
+    result = bm.run_benchmark(tiny_config(tmp_path, workers=2, budget=20, eval_every=20))
+    assert result.failed == [] and len(result.executed) == 2
+    assert {r["pid"] for r in result.runs} != {os.getpid()}
+
+
+# ---- resume -----------------------------------------------------------------------------------------------
+def test_resume_skips_finished_runs(tmp_path: Path, external: None) -> None:
+    cfg = tiny_config(tmp_path, algos=["external_algo:TabularMC"], budget=30, eval_every=30, n_eval=4)
+    first = bm.run_benchmark(cfg)
+    assert len(first.executed) == 2 and first.skipped == []
+
+    again = bm.run_benchmark(cfg)
+    assert again.executed == [] and len(again.skipped) == 2
+    assert again.runs == first.runs  # the same results, read back from disk
+
+    (tmp_path / "runs" / "TextEnv-Copy-L4-v0__external_algo-TabularMC__1.json").unlink()
+    third = bm.run_benchmark(cfg)
+    assert third.executed == ["TextEnv-Copy-L4-v0__external_algo-TabularMC__1"] and len(third.skipped) == 1
+
+    changed = bm.run_benchmark(dataclass_replace(cfg, budget=40))  # other settings: nothing is reused
+    assert len(changed.executed) == 2 and changed.skipped == []
+
+
+def dataclass_replace(cfg: bm.BenchmarkConfig, **kw) -> bm.BenchmarkConfig:
+    import dataclasses
+
+    return dataclasses.replace(cfg, **kw)
+
+
+# ---- validation before any run starts ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("bogus", "bad algorithm spec 'bogus'"),
+        ("ours:dqn", "no built-in agent 'dqn'"),
+        ("sb3:Nope", "has no algorithm 'Nope'"),
+        ("sb3x:PPO", "cannot import module 'sb3x'"),
+        ("external_algo:Missing", "has no attribute 'Missing'"),
+        ("no_such_module_xyz:make", "cannot import module 'no_such_module_xyz'"),
+        ("external_algo:np", "neither a class nor a function"),
+        ("bad module:x", "bad algorithm spec"),
+    ],
+)
+def test_bad_algorithm_spec_fails_before_any_run(
+    tmp_path: Path, external: None, spec: str, message: str
+) -> None:
+    cfg = tiny_config(tmp_path, algos=["external_algo:CopyPrompt", spec])
+    with pytest.raises(ValueError, match=message):
+        bm.run_benchmark(cfg)
+    assert not (tmp_path / "runs").exists()  # the valid algorithm listed first did not run either
+
+
+def test_bad_env_id_fails_before_any_run(tmp_path: Path, external: None) -> None:
+    cfg = tiny_config(tmp_path, envs=[COPY, "TextEnv/Nope-v0"])
+    with pytest.raises(ValueError, match="bad env id 'TextEnv/Nope-v0'"):
+        bm.run_benchmark(cfg)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_non_text_env_is_rejected(tmp_path: Path, external: None) -> None:
+    with pytest.raises(ValueError, match="'CartPole-v1' is not a text-env environment"):
+        bm.run_benchmark(tiny_config(tmp_path, envs=["CartPole-v1"]))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("budget", 0), ("seeds", -1), ("eval_every", 0), ("workers", 0), ("sft_steps", -2)]
+)
+def test_bad_settings(tmp_path: Path, external: None, field: str, value: int) -> None:
+    with pytest.raises(ValueError, match=field):
+        bm.run_benchmark(tiny_config(tmp_path, **{field: value}))
+
+
+def test_function_algorithm_must_take_three_arguments(tmp_path: Path, external: None) -> None:
+    import external_algo
+
+    external_algo.two_args = lambda env_id, budget: None
+    try:
+        with pytest.raises(ValueError, match=r"must accept \(env_id, budget, seed\)"):
+            bm.parse_algo_spec("external_algo:two_args")
+    finally:
+        del external_algo.two_args
+
+
+# ---- statistics against hand-computed values --------------------------------------------------------------
+def fake_run(env: str, algo: str, seed: int, success: float, ret: float | None = None) -> dict:
+    ret = success if ret is None else ret
+    curve = [
+        {"target": 0, "step": 0, "success_rate": 0.0, "mean_return": 0.0},
+        {"target": 10, "step": 10, "success_rate": success, "mean_return": ret},
+    ]
+    return {
+        "name": f"{env}__{algo}__{seed}", "env": env, "algo": algo, "seed": seed, "budget": 10, "steps": 10,
+        "final": {"success_rate": success, "mean_return": ret}, "curve": curve, "train_seconds": 1.0,
+        "steps_per_second": 10.0,
+    }  # fmt: skip
+
+
+def hand_runs() -> list[dict]:
+    x_a, y_a = [0.0, 0.2, 0.4, 1.0], [0.1, 0.1, 0.1, 0.1]
+    x_b, y_b = [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0]
+    runs = []
+    for env, xs, ys in (("A", x_a, y_a), ("B", x_b, y_b)):
+        for seed, (x, y) in enumerate(zip(xs, ys)):
+            runs += [fake_run(env, "x", seed, x), fake_run(env, "y", seed, y)]
+    return runs
+
+
+def test_summary_matches_hand_computed_values() -> None:
+    s = bm.summarize(hand_runs(), ["A", "B"], ["x", "y"], reps=500)
+    xa = s["per_env"]["A"]["x"]["success"]
+    assert xa["mean"]["point"] == pytest.approx(0.4)  # (0 + .2 + .4 + 1) / 4
+    assert xa["iqm"]["point"] == pytest.approx(0.3)  # drop 0 and 1: mean(.2, .4)
+    assert 0.0 <= xa["mean"]["lo"] <= 0.4 <= xa["mean"]["hi"] <= 1.0
+    assert s["per_env"]["A"]["y"]["success"]["iqm"] == {
+        "point": pytest.approx(0.1),
+        "lo": pytest.approx(0.1),
+        "hi": pytest.approx(0.1),
+    }
+
+    agg = s["aggregate"]["success"]
+    # x over the suite: [0, .2, .4, 1, 1, 1, 1, 1] → IQM drops two at each end: mean(.4, 1, 1, 1) = .85
+    assert agg["x"]["iqm"]["point"] == pytest.approx(0.85)
+    assert agg["x"]["mean"]["point"] == pytest.approx((0.4 + 1.0) / 2)  # mean of the per-env means
+    # y: [.1, .1, .1, .1, 0, 0, 0, 1] → sorted [0, 0, 0, .1, .1, .1, .1, 1] → mean(0, .1, .1, .1) = .075
+    assert agg["y"]["iqm"]["point"] == pytest.approx(0.075)
+
+    # P(x > y): env A 12/16 (0 loses to .1, the rest win); env B (4·3 wins + 4·1 ties / 2) / 16 = .875
+    poi = s["poi"]["success"]
+    assert poi["x>y"]["point"] == pytest.approx((0.75 + 0.875) / 2)
+    assert poi["y>x"]["point"] == pytest.approx(1 - (0.75 + 0.875) / 2)
+    assert poi["x>y"]["lo"] <= poi["x>y"]["point"] <= poi["x>y"]["hi"]
+
+    curve = s["curves"]["A"]["x"]
+    assert [p["target"] for p in curve] == [0, 10]
+    assert curve[1]["mean"] == pytest.approx(0.4) and curve[0]["lo"] == curve[0]["hi"] == 0.0
+
+    table = bm.format_table(s)
+    assert "0.30 [" in table and "(suite)" in table
+    assert "0.81 [" in bm.format_poi(s)
+
+
+def test_summary_leaves_out_incomplete_algorithms_from_the_aggregate() -> None:
+    runs = [r for r in hand_runs() if not (r["algo"] == "y" and r["env"] == "B" and r["seed"] == 3)]
+    s = bm.summarize(runs, ["A", "B"], ["x", "y"], reps=100)
+    assert set(s["aggregate"]["success"]) == {"x"}
+    assert s["per_env"]["B"]["y"]["n"] == 3
+    assert any("y has unequal or missing runs" in n for n in s["notes"])
+    assert "success" not in s["poi"]  # one complete algorithm: nothing to compare
+
+
+def test_eval_schedule_grid() -> None:
+    calls = []
+    sched = bm.EvalSchedule(100, 30, lambda: calls.append(1) or {"success_rate": 1.0, "mean_return": 1.0})
+    assert sched.targets == [0, 30, 60, 90, 100]
+    sched.maybe_eval(0)
+    sched.maybe_eval(65)  # one evaluation covers the two grid points passed
+    sched.finish(97)
+    assert [(p["target"], p["step"]) for p in sched.curve] == [
+        (0, 0),
+        (30, 65),
+        (60, 65),
+        (90, 97),
+        (100, 97),
+    ]
+    assert len(calls) == 3
+
+
+# ---- CLI --------------------------------------------------------------------------------------------------
+def test_cli_parses_defaults_and_quick() -> None:
+    parser = build_parser()
+    cfg = bm.config_from_args(parser.parse_args(["benchmark"]))
+    assert tuple(cfg.envs) == bm.DEFAULT_ENVS and tuple(cfg.algos) == bm.DEFAULT_ALGOS
+    assert (cfg.seeds, cfg.budget, cfg.out) == (3, bm.DEFAULT_BUDGET, "results/benchmark")
+    assert cfg.workers == (os.cpu_count() or 1)
+
+    quick = bm.config_from_args(parser.parse_args(["benchmark", "--quick", "--seeds", "1", "--workers", "2"]))
+    assert tuple(quick.envs) == bm.QUICK["envs"] and quick.budget == bm.QUICK["budget"]
+    assert (quick.seeds, quick.workers, quick.out) == (1, 2, "results/benchmark-quick")
+
+    args = parser.parse_args(
+        ["benchmark", "--algos", "ours:ppo", "sb3:DQN", "--envs", COPY, "--budget", "500",
+         "--env-kwargs", '{"max_new_tokens": 6}', "--algo-kwargs", '{"sb3:DQN": {"learning_starts": 10}}']
+    )  # fmt: skip
+    cfg = bm.config_from_args(args)
+    assert cfg.algos == ["ours:ppo", "sb3:DQN"] and cfg.envs == [COPY] and cfg.budget == 500
+    assert cfg.env_kwargs == {"max_new_tokens": 6} and cfg.algo_kwargs == {"sb3:DQN": {"learning_starts": 10}}
+    assert "--budget 500" in cfg.to_command()
+
+
+def test_cli_reports_a_bad_spec_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(["benchmark", "--algos", "ours:ppo", "nope", "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "bad algorithm spec 'nope'" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_runs_and_prints_the_report_path(
+    tmp_path: Path, external: None, capsys: pytest.CaptureFixture
+) -> None:
+    code = main(
+        ["benchmark", "--algos", "external_algo:make_copy", "--envs", COPY, "--seeds", "1", "--budget", "10",
+         "--eval-episodes", "4", "--workers", "1", "--reps", "100", "--out", str(tmp_path)]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"report: {tmp_path / 'report.md'}" in out and "external_algo:make_copy" in out
+    assert np.isclose(
+        json.loads((tmp_path / "results.json").read_text())["runs"][0]["final"]["success_rate"], 1.0
+    )
