@@ -34,7 +34,7 @@ class A2C(OnPolicyAlgorithm):
         gae_lambda: float = 0.95,
         vf_coef: float = 0.5,
         normalize_advantage: bool = True,
-        learning_rate: float = 1e-4,
+        learning_rate: float = 3e-5,
         **kwargs: Any,
     ) -> None:
         super().__init__(policy, env, learning_rate=learning_rate, **kwargs)

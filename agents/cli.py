@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import sys
 import time
@@ -114,6 +115,12 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
         "--sft-steps", type=int, default=1000, help="supervised warm-start steps (0: from scratch)"
     )
     p.add_argument("--n-envs", type=int, default=64, help="episodes per rollout")
+    p.add_argument(
+        "--policy-kwargs",
+        type=json.loads,
+        default=None,
+        help='JSON TransformerConfig fields for a new policy, e.g. \'{"n_layer": 1, "n_embd": 32}\'',
+    )
     p.add_argument("--learning-rate", type=float, default=None, help="default: the algorithm's")
     p.add_argument("--kl-coef", type=float, default=0.0, help="initial β of the KL leash to the SFT policy")
     p.add_argument("--target-kl", type=float, default=None, help="adaptive β target (per-episode KL)")
@@ -139,6 +146,8 @@ def _run_train(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown --algo {args.algo!r}; expected one of {sorted(ALGORITHMS)}")
     if args.total_timesteps < 0 or args.sft_steps < 0:
         raise ValueError("--total-timesteps and --sft-steps must be ≥ 0")
+    if args.policy_kwargs is not None and not isinstance(args.policy_kwargs, dict):
+        raise ValueError(f"--policy-kwargs must be a JSON object, got {args.policy_kwargs!r}")
     name = args.env.split("/")[-1]
     out = Path(args.out or f"runs/{name}_{args.algo}_s{args.seed}")
     resumed = False
@@ -155,14 +164,17 @@ def _run_train(args: argparse.Namespace) -> int:
         policy = "transformer"
         if args.sft_steps:
             t0 = time.perf_counter()
-            policy = sft(args.env, steps=args.sft_steps, seed=args.seed, device=args.device)
+            policy = sft(
+                args.env, steps=args.sft_steps, seed=args.seed, device=args.device,
+                policy_kwargs=args.policy_kwargs,
+            )  # fmt: skip
             print(f"SFT: {args.sft_steps} steps in {time.perf_counter() - t0:.1f}s")
         kwargs = {} if args.learning_rate is None else {"learning_rate": args.learning_rate}
         agent = algo_cls(
             policy, args.env, n_envs=args.n_envs, kl_coef=args.kl_coef, target_kl=args.target_kl,
             seed=args.seed,
             device=args.device, log_dir=out / "logs", checkpoint_dir=out,
-            checkpoint_every=args.checkpoint_every, **kwargs,
+            checkpoint_every=args.checkpoint_every, policy_kwargs=args.policy_kwargs, **kwargs,
         )  # fmt: skip
     remaining = max(0, args.total_timesteps - agent.num_timesteps)
     t0 = time.perf_counter()
@@ -255,8 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
-        # bad input from the command line: one clear line, no traceback
+    except (ValueError, TypeError, OSError, ImportError) as e:
+        # bad input from the command line (a bad value, a missing file, an --out that is a file, an unwritable
+        # directory): one clear line, no traceback
         print(f"text-env {args.command}: error: {e}", file=sys.stderr)
         return 2
 

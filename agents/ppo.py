@@ -80,7 +80,7 @@ class PPO(OnPolicyAlgorithm):
         gae_lambda: float = 0.95,
         normalize_advantage: bool = True,
         max_approx_kl: float | None = 0.05,
-        learning_rate: float = 5e-5,
+        learning_rate: float = 2e-5,
         **kwargs: Any,
     ) -> None:
         if n_epochs < 1 or batch_size < 1:

@@ -32,7 +32,7 @@ class REINFORCE(OnPolicyAlgorithm):
         *,
         vf_coef: float = 0.5,
         normalize_advantage: bool = True,
-        learning_rate: float = 1e-4,
+        learning_rate: float = 3e-5,
         **kwargs: Any,
     ) -> None:
         super().__init__(policy, env, learning_rate=learning_rate, **kwargs)

@@ -54,7 +54,7 @@ class RLOO(OnPolicyAlgorithm):
         *,
         k: int = 4,
         scale_by_std: bool = False,
-        learning_rate: float = 1e-4,
+        learning_rate: float = 3e-5,
         **kwargs: Any,
     ) -> None:
         n_envs = kwargs.get("n_envs", 64)

@@ -16,6 +16,9 @@ Example:
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -64,17 +67,57 @@ def make_rollout_env(env: str | TextGenVectorEnv | Any, n_envs: int, **env_kwarg
             )
         return env
     if isinstance(env, str) and env.split(":")[-1].startswith("TextEnv/"):
-        vec = gym.make_vec(
-            env,
-            num_envs=n_envs,
-            vectorization_mode="vector_entry_point",
-            autoreset_mode=gym.vector.AutoresetMode.DISABLED,
-            **env_kwargs,
-        )
+        try:
+            vec = gym.make_vec(
+                env,
+                num_envs=n_envs,
+                vectorization_mode="vector_entry_point",
+                autoreset_mode=gym.vector.AutoresetMode.DISABLED,
+                **env_kwargs,
+            )
+        except gym.error.Error as e:  # gymnasium's own errors (unknown id, version) are not ValueErrors
+            raise ValueError(f"cannot make env {env!r}: {e}") from e
         return vec.unwrapped if hasattr(vec, "unwrapped") else vec
     return TextGenVectorEnv(
         env, num_envs=n_envs, autoreset_mode=gym.vector.AutoresetMode.DISABLED, **env_kwargs
     )
+
+
+# Below this many parameters a model's CPU ops are small (tens to hundreds of microseconds at rollout
+# batch sizes), and OpenMP's fork/join per op costs more than a second thread saves. On a shared machine it
+# is far worse: a parallel region waits for a descheduled peer thread. benchmarks/threads.py measured 1
+# thread 4x to 60x faster than 2 (depending on the load) for the default policy's rollout and PPO update
+# on 2 shared cores; see BENCHMARKS.md.
+SMALL_MODEL_PARAMS = 20_000_000
+
+
+def auto_num_threads(model: Any, device: torch.device | str = "cpu") -> int | None:
+    """The intra-op thread count for running ``model`` fast on ``device``: 1 for a small model on CPU, else
+    None (keep torch's setting). A user's ``OMP_NUM_THREADS`` always wins (None).
+
+    Example:
+        >>> auto_num_threads(torch.nn.Linear(128, 128))
+        1
+    """
+    if torch.device(device).type != "cpu" or "OMP_NUM_THREADS" in os.environ:
+        return None
+    n_params = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else 0
+    return 1 if n_params < SMALL_MODEL_PARAMS else None
+
+
+@contextmanager
+def torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(num_threads)`` and restore the previous count after
+    (None: leave it alone)."""
+    previous = torch.get_num_threads()
+    if num_threads is None or num_threads == previous:
+        yield
+        return
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class RolloutCollector:
@@ -85,13 +128,27 @@ class RolloutCollector:
         env: The lockstep vector env (see :func:`make_rollout_env`).
         reference: A frozen policy scored on the same tokens (for the KL leash), or None.
         device: Where the policy lives (tensors are created there).
+        num_threads: torch intra-op threads during :meth:`collect` (restored after): ``"auto"`` uses
+            :func:`auto_num_threads` (1 for a small model on CPU), an int sets it, None leaves torch's.
     """
 
-    def __init__(self, policy: Any, env: TextGenVectorEnv, reference: Any | None = None, device: Any = None):
+    def __init__(
+        self,
+        policy: Any,
+        env: TextGenVectorEnv,
+        reference: Any | None = None,
+        device: Any = None,
+        num_threads: int | str | None = "auto",
+    ):
         self.policy = policy
         self.env = env
         self.reference = reference
         self.device = torch.device(device) if device is not None else next(policy.parameters()).device
+        if num_threads == "auto":
+            num_threads = auto_num_threads(policy, self.device)
+        elif num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+            raise ValueError(f"num_threads must be 'auto', None or a positive int, got {num_threads!r}")
+        self.num_threads = num_threads
         self.generator = torch.Generator(device=self.device)
         tok = env.tokenizer
         self.pad_id = tok.pad_id
@@ -113,7 +170,7 @@ class RolloutCollector:
             prompt_index: Pin each slot's prompt (e.g. k copies of a prompt for RLOO).
             deterministic: Greedy decoding (evaluation).
         """
-        with torch.inference_mode():
+        with torch_threads(self.num_threads), torch.inference_mode():
             batch = self._collect(seed, prompt_index, deterministic)
         # inference tensors cannot enter autograd: hand the update ordinary copies
         return batch._replace(

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from agents.common import resolve_device
+from agents.rollout import auto_num_threads, torch_threads
 from text_env.rewards.base import pad_ragged
 from text_env.tasks.base import Task, make_task
 
@@ -162,19 +163,20 @@ def sft(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     policy.train()
     loss_val = float("nan")
-    for step in range(steps):
-        idx = torch.randint(n, (min(batch_size, n),), generator=gen).to(dev)
-        # trim the right padding of this batch: shorter sequences, same loss
-        width = int(attention[idx].sum(1).max())
-        loss = sft_loss(policy, ids[idx, :width], attention[idx, :width], loss_mask[idx, :width])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        loss_val = loss.item()
-        if step % 500 == 0 or step == steps - 1:
-            logger.info("sft %s step %d/%d loss %.4f", task.name, step + 1, steps, loss_val)
+    with torch_threads(auto_num_threads(policy, dev)):  # one thread for small CPU models (BENCHMARKS.md)
+        for step in range(steps):
+            idx = torch.randint(n, (min(batch_size, n),), generator=gen).to(dev)
+            # trim the right padding of this batch: shorter sequences, same loss
+            width = int(attention[idx].sum(1).max())
+            loss = sft_loss(policy, ids[idx, :width], attention[idx, :width], loss_mask[idx, :width])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            loss_val = loss.item()
+            if step % 500 == 0 or step == steps - 1:
+                logger.info("sft %s step %d/%d loss %.4f", task.name, step + 1, steps, loss_val)
     policy.eval()
     if not math.isfinite(loss_val) and steps:
         raise FloatingPointError(f"SFT on {task.name!r} diverged (loss {loss_val}); lower learning_rate")

@@ -54,6 +54,7 @@ def main() -> None:
     p.add_argument("--sft-steps", type=int, default=300, help="supervised warm start (0: from scratch)")
     p.add_argument("--budget", type=int, default=100_000, help="RL env steps (tokens) per algorithm")
     p.add_argument("--n-envs", type=int, default=64)
+    p.add_argument("--kl-coef", type=float, default=0.05, help="KL leash to the SFT policy (0: none)")
     p.add_argument("--eval-every", type=int, default=10, help="iterations between evaluations")
     p.add_argument("--eval-episodes", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
@@ -63,10 +64,10 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    results = {"env": args.env, "sft_steps": args.sft_steps, "budget": args.budget, "algos": {}}
+    results = {"args": vars(args), "algos": {}}
     for name in args.algos:
         policy = sft(args.env, steps=args.sft_steps, seed=args.seed) if args.sft_steps else "transformer"
-        agent = ALGORITHMS[name](policy, args.env, n_envs=args.n_envs, seed=args.seed)
+        agent = ALGORITHMS[name](policy, args.env, n_envs=args.n_envs, kl_coef=args.kl_coef, seed=args.seed)
         cb = EvalCallback(args.env, args.eval_every, args.eval_episodes)
         t0 = time.perf_counter()
         agent.learn(args.budget, callback=cb)

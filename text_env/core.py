@@ -37,6 +37,19 @@ def resolve_env_args(
     return task, composite, int(max_new_tokens), int(context_len)
 
 
+def check_seed(seed: Any, what: str = "seed") -> int | None:
+    """``None`` or an int ≥ 0 (numpy integers included, returned as ``int``); anything else raises a
+    ``TypeError``/``ValueError`` naming it (gymnasium's own check raises ``gymnasium.error.Error``, which
+    callers catching bad input do not expect, and rejects numpy integers)."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{what} must be None or an int ≥ 0, got {type(seed).__name__}: {seed!r}")
+    if seed < 0:
+        raise ValueError(f"{what} must be an int ≥ 0, got {seed!r}")
+    return int(seed)
+
+
 class TextGenEnv(gym.Env):
     """Text generation as a Gymnasium environment: the agent writes a completion for a prompt, one token at
     a time.
@@ -128,7 +141,7 @@ class TextGenEnv(gym.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
+        super().reset(seed=check_seed(seed))
         st = self._state
         if seed is not None or st.generators[0] is not self.np_random:
             st.set_generator(0, self.np_random)
@@ -205,8 +218,12 @@ def _pinned_index(state: GenerationState, options: dict[str, Any] | None, n: int
         raise ValueError("options['reference'] needs options['prompt'] (the prompt it answers)")
     if "prompt" in options:
         prompts = options["prompt"]
+        if not isinstance(prompts, (str, list, tuple, np.ndarray)):
+            raise TypeError(f"options['prompt'] must be a string or a list of strings, got {prompts!r}")
         prompts = [prompts] * n if isinstance(prompts, str) else list(prompts)
         refs = options.get("reference")
+        if refs is not None and not isinstance(refs, (str, list, tuple, np.ndarray)):
+            raise TypeError(f"options['reference'] must be a string or a list of strings, got {refs!r}")
         refs = [refs] * n if refs is None or isinstance(refs, str) else list(refs)
         if len(prompts) != n or len(refs) != n:
             raise ValueError(
@@ -214,10 +231,24 @@ def _pinned_index(state: GenerationState, options: dict[str, Any] | None, n: int
             )
         return np.array([state.index_of(p, r) for p, r in zip(prompts, refs)], dtype=np.int64)
     if "prompt_index" in options:
-        idx = np.asarray(options["prompt_index"])
-        if not np.issubdtype(idx.dtype, np.integer):
-            raise TypeError(
-                f"options['prompt_index'] must be an int or ints, got {options['prompt_index']!r}"
+        given = options["prompt_index"]
+        try:
+            idx = np.asarray(given)
+        except (TypeError, ValueError):  # e.g. a ragged list
+            idx = np.asarray(None)
+        if not np.issubdtype(idx.dtype, np.integer) or isinstance(given, (bool, np.bool_)):
+            raise TypeError(f"options['prompt_index'] must be an int or ints, got {given!r}")
+        if idx.shape not in ((), (n,)):
+            raise ValueError(
+                f"options['prompt_index'] must be one int or {n} ints (one per slot), got shape {idx.shape}: "
+                f"{given!r}"
+            )
+        # range-check before the cast: a huge uint64 would wrap around in int64 and be misreported
+        bad = (idx < 0) | (idx >= state.num_prompts)
+        if bad.any():
+            raise ValueError(
+                f"prompt_index {idx[bad].ravel()[0]} is out of range; split {state.split!r} has "
+                f"{state.num_prompts} prompts"
             )
         return np.broadcast_to(idx.astype(np.int64), (n,)).copy()
     return None

@@ -277,7 +277,10 @@ class GenerationState:
 
     def validate_actions(self, actions: Any, expect_shape: Sequence[int]) -> np.ndarray:
         """Coerce actions to an int64 array of ``expect_shape``; anything else raises a clear error."""
-        arr = np.asarray(actions)
+        try:
+            arr = np.asarray(actions)
+        except (TypeError, ValueError) as e:  # e.g. a ragged list: numpy's message would not name the value
+            raise ValueError(f"actions must be integer token ids, got {actions!r}: {e}") from None
         if arr.dtype == object or not (
             np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
         ):
@@ -290,11 +293,13 @@ class GenerationState:
             raise ValueError(
                 f"actions must have shape {tuple(expect_shape)}, got shape {arr.shape}: {actions!r}"
             )
-        arr = arr.astype(np.int64)
+        # range-check before the cast: a huge uint64 or float would wrap around in int64 and be misreported
         bad = (arr < 0) | (arr >= self.vocab_size)
         if bad.any():
             v = arr[bad].ravel()[0]
+            v = int(v) if np.issubdtype(arr.dtype, np.integer) else float(v)
             raise ValueError(f"action {v} is not a token id; expected an integer in [0, {self.vocab_size})")
+        arr = arr.astype(np.int64)
         return arr.reshape(-1) if arr.ndim else arr.reshape(1)
 
 

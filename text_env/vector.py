@@ -14,7 +14,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from text_env.core import TextGenEnv, _pinned_index, resolve_env_args
+from text_env.core import TextGenEnv, _pinned_index, check_seed, resolve_env_args
 from text_env.engine import GenerationState
 from text_env.tasks.base import Task
 
@@ -100,7 +100,15 @@ class TextGenVectorEnv(VectorEnv):
         st = self._state
         n = self.num_envs
         if seed is not None:
-            seeds = [seed + i for i in range(n)] if isinstance(seed, (int, np.integer)) else list(seed)
+            if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
+                seeds = [check_seed(seed) + i for i in range(n)]
+            elif isinstance(seed, (list, tuple, np.ndarray)):
+                seeds = [check_seed(s, f"seed[{i}]") for i, s in enumerate(seed)]
+            else:
+                raise TypeError(
+                    f"seed must be None, an int ≥ 0 or a list of {n} of them, got "
+                    f"{type(seed).__name__}: {seed!r}"
+                )
             if len(seeds) != n:
                 raise ValueError(f"reset got {len(seeds)} seeds for {n} envs; expected {n}")
             for i, s in enumerate(seeds):
@@ -109,9 +117,14 @@ class TextGenVectorEnv(VectorEnv):
         for i in range(n):
             if st.generators[i] is None:
                 st.set_generator(i, seeding.np_random(None)[0])
+        if options and not isinstance(options, dict):
+            raise TypeError(f"options must be a dict, got {type(options).__name__}: {options!r}")
         mask = np.ones(n, dtype=bool)
         if options and "reset_mask" in options:
-            mask = np.asarray(options["reset_mask"])
+            try:
+                mask = np.asarray(options["reset_mask"])
+            except (TypeError, ValueError):  # e.g. a ragged list
+                mask = np.asarray(None)
             if mask.dtype != bool or mask.shape != (n,):
                 raise ValueError(f"options['reset_mask'] must be a bool array of shape ({n},), got {mask!r}")
         slots = np.flatnonzero(mask)

@@ -110,6 +110,7 @@ class HFPolicy(LMPolicy):
         self.value_head = nn.Linear(int(text_config.hidden_size), 1, device=p.device, dtype=p.dtype)
         nn.init.normal_(self.value_head.weight, mean=0.0, std=0.01)  # small: initial values near 0
         nn.init.zeros_(self.value_head.bias)
+        self.value_grad_to_trunk = False
         if self.action_mask is not None:
             self.action_mask = self.action_mask.to(p.device)
         params = inspect.signature(model.forward).parameters
@@ -178,7 +179,9 @@ class HFPolicy(LMPolicy):
         logits = out.logits  # (B, T or 1, V)
         if last_only:
             hidden, logits = hidden[:, -1], logits[:, -1]  # (B, C), (B, V)
-        return logits.float(), self.value_head(hidden).squeeze(-1).float()
+        # stop-gradient into the LM as in TransformerLM.head: a fresh value head must not rewrite features
+        h = hidden if self.value_grad_to_trunk else hidden.detach()
+        return logits.float(), self.value_head(h).squeeze(-1).float()
 
     def forward(
         self,

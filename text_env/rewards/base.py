@@ -233,8 +233,10 @@ class Reward:
             return np.zeros(0, dtype=np.float32)
         try:
             out = self.score(batch)
-        except RewardError:
-            raise
+        except RewardError as e:
+            if repr(self.name) in str(e):
+                raise
+            raise RewardError(f"reward {self.name!r}: {e}") from e  # the message names the reward
         except Exception as e:
             raise RewardError(f"reward {self.name!r} raised {type(e).__name__}: {e}") from e
         return check_reward_output(self.name, out, len(batch))

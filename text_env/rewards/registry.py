@@ -142,7 +142,7 @@ def _make_from_name(spec: str, **kwargs: Any) -> Reward:
 def _import_reward(module: str, attr: str, spec: str, **kwargs: Any) -> Reward:
     try:
         obj = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
+    except (ImportError, AttributeError, ValueError, TypeError) as e:  # empty or relative names: ValueError
         names = ", ".join(sorted(_REGISTRY))
         raise ValueError(
             f"unknown reward {spec!r}: not a registered name and {module}:{attr} cannot be imported ({e}); "

@@ -200,7 +200,7 @@ def _import_callable(spec: str) -> Callable[..., Any]:
         )
     try:
         fn = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
+    except (ImportError, AttributeError, ValueError, TypeError) as e:  # empty or relative names: ValueError
         raise ValueError(f"reward 'fluency': cannot import scorer {spec!r}: {e}") from e
     if not callable(fn):
         raise TypeError(f"reward 'fluency': {spec!r} is a {type(fn).__name__}, not a callable")

@@ -265,7 +265,7 @@ class Task:
             split = r.get("split") if isinstance(r, Mapping) else None
             if split is None:
                 free.append(r)
-            elif split in fixed:
+            elif isinstance(split, str) and split in fixed:
                 fixed[split].append(r)
             else:
                 raise ValueError(f"task {name!r}, row {i + 1}: split {split!r} is not one of {list(SPLITS)}")
@@ -324,13 +324,19 @@ class Task:
     @classmethod
     def load(cls, directory: str | os.PathLike) -> Task:
         d = Path(directory)
-        settings = read_json(d / "task.json", what="task settings")
+        path = d / "task.json"
+        settings = read_json(path, what="task settings")
+        if not isinstance(settings, dict) or not isinstance(settings.get("name"), str):
+            raise ValueError(f"task settings {str(path)!r} must be an object with a 'name' string")
         splits = {s: list(read_examples(d / f"{s}.jsonl")) for s in SPLITS}
         tok = load_tokenizer(d / "tokenizer.json")
         if settings.get("reward") is None:
             settings.pop("reward", None)
         name = settings.pop("name")
-        return cls(name, splits, tokenizer=tok, **settings)
+        try:
+            return cls(name, splits, tokenizer=tok, **settings)
+        except (TypeError, ValueError) as e:  # an unknown or mistyped setting, an emptied split: edited files
+            raise ValueError(f"the task saved in {str(d)!r} is invalid (task.json, *.jsonl): {e}") from e
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------

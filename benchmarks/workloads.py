@@ -1,0 +1,133 @@
+"""The workloads the performance benchmarks share: the default policy on TextEnv/Reverse-v0 through the
+lockstep vector env, and side-by-side timing in alternating rounds.
+
+Two rollout shapes are used throughout:
+
+- ``registered``: TextEnv/Reverse-v0 as registered (prompts of ≤ 17 tokens, a budget of 9 new tokens,
+  episodes end at the sampled EOS), the env every example trains on;
+- ``long``: the same task with a budget of 64 new tokens and EOS removed from the policy's action mask, so
+  every slot generates exactly 64 tokens: the decode-dominated shape where a KV cache matters.
+
+A fresh, untrained default policy is used (its speed does not depend on its weights, except through how
+soon it samples EOS, which ``long`` removes).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.policies import TransformerPolicy
+from agents.rollout import RolloutCollector, auto_num_threads, make_rollout_env
+from benchmarks.machine import sync
+from text_env.vector import TextGenVectorEnv
+
+ENV_ID = "TextEnv/Reverse-v0"
+
+
+@dataclass
+class RolloutShape:
+    """A rollout workload: batch, token budget and whether EOS may end an episode early."""
+
+    name: str
+    batch: int = 64
+    max_new_tokens: int | None = None  # None: the registered budget
+    eos_masked: bool = False
+
+    def describe(self) -> str:
+        budget = (
+            "registered budget (9)" if self.max_new_tokens is None else f"{self.max_new_tokens} new tokens"
+        )
+        eos = (
+            ", EOS masked (every slot runs the full budget)"
+            if self.eos_masked
+            else ", sampled EOS ends episodes"
+        )
+        return f"{ENV_ID}, batch {self.batch}, {budget}{eos}"
+
+
+REGISTERED = RolloutShape("registered")
+LONG = RolloutShape("long", max_new_tokens=64, eos_masked=True)
+
+
+def make_env(shape: RolloutShape) -> TextGenVectorEnv:
+    kwargs: dict[str, Any] = {}
+    if shape.max_new_tokens is not None:
+        kwargs["max_new_tokens"] = shape.max_new_tokens
+    return make_rollout_env(ENV_ID, shape.batch, **kwargs)
+
+
+def make_policy(
+    env: TextGenVectorEnv, device: torch.device, eos_masked: bool = False, seed: int = 0, **config: Any
+) -> TransformerPolicy:
+    """The default policy for the env's task (2 layers × 128 unless ``config`` overrides), in eval mode."""
+    needed = 1 + env.task.max_prompt_tokens + env.max_new_tokens
+    config.setdefault("max_seq_len", max(128, needed))
+    policy = TransformerPolicy.for_task(env.task, seed=seed, **config).to(device).eval()
+    if eos_masked:
+        mask = np.ones(policy.vocab_size, dtype=bool)
+        mask[list(env.task.stop_ids)] = False
+        policy.set_action_mask(mask)
+    return policy
+
+
+def rollout_setup(
+    shape: RolloutShape, device: torch.device, num_threads: int | str | None = None, **config: Any
+) -> tuple[TransformerPolicy, RolloutCollector]:
+    """Policy and collector for ``shape``. ``num_threads=None`` keeps the process's thread count (the
+    benchmarks set it once for every side of a comparison)."""
+    env = make_env(shape)
+    policy = make_policy(env, device, shape.eos_masked, **config)
+    return policy, RolloutCollector(policy, env, num_threads=num_threads)
+
+
+def time_collect(collector: RolloutCollector, seed: int) -> tuple[int, float]:
+    """``(tokens, seconds)`` of one rollout (tokens = env steps taken)."""
+    device = collector.device
+    sync(device)
+    start = time.perf_counter()
+    batch = collector.collect(seed=seed)
+    sync(device)
+    return batch.num_tokens, time.perf_counter() - start
+
+
+def alternate(fns: dict[str, Callable[[int], float]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Call each ``fn(round)`` once per round, in turn, for ``rounds`` rounds after ``warmup`` untimed ones;
+    every function sees the same stretch of machine load, so their ratio is stable even when the machine
+    is not. Returns each function's values."""
+    for w in range(warmup):
+        for fn in fns.values():
+            fn(-1 - w)
+    values: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(rounds):
+        for name, fn in fns.items():
+            values[name].append(fn(r))
+    return values
+
+
+def med(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def n_params(policy: Any) -> int:
+    return sum(p.numel() for p in policy.parameters())
+
+
+def apply_threads(threads: str | int, device: torch.device) -> int:
+    """Set the process's torch thread count once, for every side of every comparison: ``"auto"`` applies
+    the collector's own policy (:func:`agents.rollout.auto_num_threads`) for the default policy; an int sets
+    it. Returns the count in effect."""
+    if threads == "auto":
+        env = make_env(REGISTERED)
+        n = auto_num_threads(make_policy(env, torch.device("cpu")), device)
+    else:
+        n = int(threads)
+    if n is not None:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
