@@ -1,4 +1,4 @@
-"""The project's promises about itself: CI runs the README's test command, pins stay pinned, lint stays clean."""
+"""The project's promises about itself: CI runs the README's test command, pins hold, lint stays clean."""
 
 from __future__ import annotations
 

@@ -172,7 +172,7 @@ def test_unseen_prompt_without_reference_is_not_a_success_for_an_empty_answer() 
 def test_unseen_prompt_with_a_reference_option_is_scored_against_it() -> None:
     env = reverse_env()
     env.reset(seed=0, options={"prompt": "reverse xyz=", "reference": "zyx"})
-    ids = env.tokenizer.encode("zyx") + [env.tokenizer.eos_id]
+    ids = [*env.tokenizer.encode("zyx"), env.tokenizer.eos_id]
     for a in ids:
         _, reward, terminated, _, info = env.step(a)
     assert terminated and reward == 1.0 and info["is_success"] and info["reference"] == "zyx"

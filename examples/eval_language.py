@@ -1,0 +1,232 @@
+"""The RL4LMs-style evaluation table of the four language tasks: zero-shot → SFT → SFT + PPO / SFT + RLOO.
+
+For each task (``summarize``, ``translate``, ``qa``, ``sentiment``) this script
+
+1. loads the shipped pretrained English policy (:func:`agents.pretrained.load_english_policy`) — the
+   *zero-shot* row;
+2. fine-tunes a copy on the task's train demonstrations (:func:`agents.sft`) — the *SFT* row, which is also
+   the reference policy of everything after it;
+3. fine-tunes two copies of the SFT policy with the task's default reward and a per-token KL leash to the
+   SFT policy (adaptive β, Ziegler et al. 2019): PPO (:class:`agents.PPO`) and RLOO (:class:`agents.RLOO`);
+4. evaluates the four policies on the first ``--n-eval`` prompts of the test split with
+   :func:`agents.evaluation.evaluate_generation`: the task's metrics, perplexity of the generated
+   completions under the SFT policy (fluency, as RL4LMs measures it) and distinct-1/2 (diversity).
+
+Summarize, Translate and QA decode greedily (their metrics score one answer); Sentiment samples at
+temperature 1 with a fixed seed (RL4LMs' IMDB protocol samples too: greedy decoding of a small LM loops),
+and its metric is the mean positive probability of the learned review classifier
+(:func:`text_env.rewards.classifier.default_review_classifier_dir`), the reward it was trained on.
+
+Everything is seeded; one thread (fastest for this model on 2 shared CPU cores). The default budgets run
+the whole table in about half an hour on 2 cores:
+
+    python examples/eval_language.py                      # all four tasks → examples/results/language_eval.*
+    python examples/eval_language.py --tasks qa --n-eval 100
+
+Writes ``language_eval.json`` (every number, the settings, samples, timings) and ``language_eval.md`` (the
+table) under ``--out-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents import PPO, RLOO, sft
+from agents.evaluation import evaluate_generation
+from agents.pretrained import load_english_policy, pretraining_report
+from text_env.io import atomic_write_json
+from text_env.tasks.base import make_task
+
+logger = logging.getLogger("eval_language")
+
+TASKS = ("summarize", "translate", "qa", "sentiment")
+STAGES = ("zero-shot", "sft", "sft+ppo", "sft+rloo")
+
+
+@dataclass
+class Budget:
+    """What one task gets: SFT steps, RL timesteps (generated tokens) and the RL settings."""
+
+    sft_steps: int
+    sft_batch_size: int
+    sft_lr: float
+    rl_timesteps: int
+    ppo: dict[str, Any] = field(default_factory=dict)
+    rloo: dict[str, Any] = field(default_factory=dict)
+    deterministic_eval: bool = True
+    metrics: tuple[str, ...] | None = None  # None: the task's own metrics
+
+
+# RL settings common to both learners: 32 episodes a rollout, KL leash to the SFT policy with an adaptive β
+_RL = {"n_envs": 32, "learning_rate": 1e-4, "kl_coef": 0.05, "kl_horizon": 2_000, "seed": 0}
+BUDGETS: dict[str, Budget] = {
+    "summarize": Budget(
+        sft_steps=200, sft_batch_size=32, sft_lr=3e-4, rl_timesteps=16_000,
+        ppo={**_RL, "target_kl": 2.0, "n_epochs": 2, "batch_size": 16},
+        rloo={**_RL, "target_kl": 2.0, "k": 4},
+    ),
+    "translate": Budget(
+        sft_steps=300, sft_batch_size=32, sft_lr=3e-4, rl_timesteps=24_000,
+        ppo={**_RL, "target_kl": 2.0, "n_epochs": 2, "batch_size": 16},
+        rloo={**_RL, "target_kl": 2.0, "k": 4},
+    ),
+    "qa": Budget(
+        sft_steps=300, sft_batch_size=32, sft_lr=3e-4, rl_timesteps=8_000,
+        ppo={**_RL, "target_kl": 1.0, "n_epochs": 2, "batch_size": 16},
+        rloo={**_RL, "target_kl": 1.0, "k": 4},
+    ),
+    "sentiment": Budget(
+        sft_steps=200, sft_batch_size=32, sft_lr=3e-4, rl_timesteps=40_000,
+        ppo={**_RL, "target_kl": 6.0, "n_epochs": 2, "batch_size": 16},
+        rloo={**_RL, "target_kl": 6.0, "k": 4},
+        deterministic_eval=False,
+        metrics=("review_classifier",),
+    ),
+}  # fmt: skip
+
+
+def evaluate(policy: Any, task: Any, reference: Any, budget: Budget, n_eval: int) -> dict[str, Any]:
+    r = evaluate_generation(
+        policy, task, n_episodes=n_eval, split="test", deterministic=budget.deterministic_eval,
+        reference=reference, metrics=budget.metrics, seed=1234, n_samples=3,
+    )  # fmt: skip
+    return {k: r[k] for k in ("metrics", "perplexity", "distinct_1", "distinct_2", "mean_length", "samples")}
+
+
+def run_task(name: str, n_eval: int, scale: float, log: dict[str, Any]) -> dict[str, Any]:
+    budget = BUDGETS[name]
+    pretrained = load_english_policy()
+    # the task's token ids must be the policy's: build it with the policy's tokenizer
+    task = make_task(name, tokenizer=pretrained.tokenizer)
+    times: dict[str, float] = {}
+    rows: dict[str, Any] = {}
+
+    t = time.perf_counter()
+    sft_policy = sft(
+        task, steps=max(1, int(budget.sft_steps * scale)), policy=copy.deepcopy(pretrained),
+        batch_size=budget.sft_batch_size, learning_rate=budget.sft_lr, warmup=20, seed=0, device="cpu",
+    )  # fmt: skip
+    times["sft"] = time.perf_counter() - t
+    reference = sft_policy.clone_frozen()
+
+    policies = {"zero-shot": pretrained, "sft": sft_policy}
+    curves: dict[str, list[dict[str, float]]] = {}
+    for algo_name, algo, kwargs in (("sft+ppo", PPO, budget.ppo), ("sft+rloo", RLOO, budget.rloo)):
+        t = time.perf_counter()
+        agent = algo(copy.deepcopy(sft_policy), task, reference=reference, device="cpu", **kwargs)
+        agent.learn(total_timesteps=max(1, int(budget.rl_timesteps * scale)))
+        times[algo_name] = time.perf_counter() - t
+        policies[algo_name] = agent.policy.eval()
+        curves[algo_name] = [
+            {k: row[k] for k in ("global_step", "charts/episodic_return", "charts/kl", "charts/kl_coef")}
+            for row in agent.logger.rows
+        ]
+        last = agent.logger.rows[-1]
+        logger.info(
+            "%s %s: %d iterations, return %.3f, kl %.2f (%.0fs)", name, algo_name, agent.iteration,
+            last["charts/episodic_return"], last["charts/kl"], times[algo_name],
+        )  # fmt: skip
+
+    t = time.perf_counter()
+    for stage in STAGES:
+        rows[stage] = evaluate(policies[stage], task, reference, budget, n_eval)
+        logger.info("%s %-9s %s", name, stage, _summary(rows[stage]))
+    times["eval"] = time.perf_counter() - t
+    log[name] = {
+        "budget": asdict(budget) | {"sft_steps": int(budget.sft_steps * scale),
+                                     "rl_timesteps": int(budget.rl_timesteps * scale)},
+        "results": rows,
+        "seconds": times,
+        "rl_curves": curves,
+    }  # fmt: skip
+    return rows
+
+
+def _summary(row: dict[str, Any]) -> str:
+    m = " ".join(f"{k}={v:.3f}" for k, v in row["metrics"].items())
+    return f"{m} ppl={row['perplexity']:.2f} d1={row['distinct_1']:.3f} d2={row['distinct_2']:.3f}"
+
+
+METRIC_LABELS = {
+    "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rouge_l": "ROUGE-L", "bleu": "BLEU", "chrf": "chrF",
+    "exact_match": "EM", "token_f1": "F1", "review_classifier": "P(positive)",
+}  # fmt: skip
+
+
+def markdown(log: dict[str, Any], meta: dict[str, Any]) -> str:
+    lines = [
+        "| task | policy | metrics | perplexity (under SFT) | distinct-1 | distinct-2 |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for name in TASKS:
+        if name not in log:
+            continue
+        for stage in STAGES:
+            r = log[name]["results"][stage]
+            m = ", ".join(f"{METRIC_LABELS.get(k, k)} {v:.3f}" for k, v in r["metrics"].items())
+            ppl, d1, d2 = r["perplexity"], r["distinct_1"], r["distinct_2"]
+            lines.append(f"| {name} | {stage} | {m} | {ppl:.2f} | {d1:.3f} | {d2:.3f} |")
+    budgets = [
+        f"- **{name}**: SFT {b['budget']['sft_steps']} steps × {b['budget']['sft_batch_size']}; PPO and RLOO "
+        f"{b['budget']['rl_timesteps']:,} tokens each, 32 episodes a rollout, KL leash to SFT "
+        f"(β₀ {b['budget']['ppo']['kl_coef']}, target {b['budget']['ppo']['target_kl']} nats/episode); "
+        f"{'greedy' if b['budget']['deterministic_eval'] else 'sampled (T=1, seeded)'} decoding; "
+        f"{sum(b['seconds'].values()):.0f} s"
+        for name, b in log.items()
+        if name in TASKS
+    ]
+    return (
+        f"Test split, first {meta['n_eval']} prompts per task; policies start from `english-small` "
+        f"(pretrained val perplexity {meta['pretrained_val_ppl']:.1f} on held-out English). "
+        f"Total {meta['minutes']:.1f} min on {meta['threads']} thread(s).\n\n"
+        + "\n".join(lines)
+        + "\n\nBudgets:\n\n"
+        + "\n".join(budgets)
+        + "\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--n-eval", type=int, default=200, help="test prompts per task")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every training budget")
+    parser.add_argument("--out-dir", default="examples/results")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    log: dict[str, Any] = {}
+    for name in args.tasks:
+        run_task(name, args.n_eval, args.scale, log)
+    try:
+        val_ppl = float(pretraining_report()["result"]["val_ppl_english"])
+    except (FileNotFoundError, KeyError, TypeError):
+        val_ppl = math.nan
+    meta = {
+        "n_eval": args.n_eval, "scale": args.scale, "threads": args.threads, "tasks": args.tasks,
+        "minutes": (time.perf_counter() - t0) / 60, "pretrained_val_ppl": val_ppl,
+        "torch": torch.__version__,
+    }  # fmt: skip
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "language_eval" if args.tasks == list(TASKS) and args.scale == 1.0 else "language_eval_partial"
+    atomic_write_json(out / f"{stem}.json", {"meta": meta, **log}, indent=1)
+    table = markdown(log, meta)
+    (out / f"{stem}.md").write_text(table, encoding="utf-8")
+    print(table)
+    return log
+
+
+if __name__ == "__main__":
+    main()
