@@ -12,16 +12,14 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.machine import RESULTS_DIR, machine_info, resolve_device, sync
-from benchmarks.workloads import LONG, alternate, apply_threads, med, rollout_setup
-from text_env.io import atomic_write_json
+from benchmarks.machine import sync
+from benchmarks.workloads import LONG, alternate, med, rollout_setup, run_cli
 
 BAR = 15.0  # issue 7: KV-cached ÷ full re-forward >= 15x
 
@@ -96,22 +94,15 @@ def run(device: torch.device, quick: bool = False) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--threads", default="auto", help="torch threads: 'auto' (the rollout's policy) or N")
-    args = parser.parse_args(argv)
-    device = resolve_device(args.device)
-    apply_threads(args.threads, device)
-    res = run(device, args.quick)
-    res["machine"] = machine_info(device)
+def print_result(res: dict[str, Any]) -> None:
     print(f"{res['describe']} (prompt window {res['prompt_width']})")
     print(f"  cached     {res['cached_tokens_per_s']:>10,.0f} tokens/s")
     print(f"  re-forward {res['uncached_tokens_per_s']:>10,.0f} tokens/s")
     print(f"  ratio      {res['ratio']:>10.1f}x (bar >= {BAR:.0f}x); same tokens: {res['same_tokens']}")
-    atomic_write_json(RESULTS_DIR / "kv_cache.json", res, indent=1)
-    return res
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    return run_cli("kv_cache", __doc__, run, print_result, argv)
 
 
 if __name__ == "__main__":

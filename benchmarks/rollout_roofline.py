@@ -21,15 +21,13 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import torch
 
-from benchmarks.machine import RESULTS_DIR, decode_matmul_shapes, machine_info, matmul_rates, resolve_device
+from benchmarks.machine import decode_matmul_shapes, matmul_rates
 from benchmarks.profiling import PHASES, op_table, phase_timers
-from benchmarks.workloads import LONG, REGISTERED, apply_threads, med, n_params, rollout_setup, time_collect
-from text_env.io import atomic_write_json
+from benchmarks.workloads import LONG, REGISTERED, med, n_params, rollout_setup, run_cli, time_collect
 
 BAR = 0.5  # issue 7: rollout tokens/s >= 50% of the roofline at batch 64
 
@@ -135,18 +133,7 @@ def print_result(res: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--threads", default="auto", help="torch threads: 'auto' (the rollout's policy) or N")
-    args = parser.parse_args(argv)
-    device = resolve_device(args.device)
-    apply_threads(args.threads, device)
-    res = run(device, args.quick)
-    res["machine"] = machine_info(device)
-    print_result(res)
-    atomic_write_json(RESULTS_DIR / "rollout_roofline.json", res, indent=1)
-    return res
+    return run_cli("rollout_roofline", __doc__, run, print_result, argv)
 
 
 if __name__ == "__main__":

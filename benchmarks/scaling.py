@@ -13,15 +13,13 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.machine import RESULTS_DIR, machine_info, resolve_device
-from benchmarks.workloads import RolloutShape, alternate, apply_threads, med, rollout_setup, time_collect
-from text_env.io import atomic_write_json
+from benchmarks.machine import RESULTS_DIR
+from benchmarks.workloads import RolloutShape, alternate, med, rollout_setup, run_cli, time_collect
 
 PROMPT_WINDOW = 18  # BOS + the longest Reverse-v0 prompt (17 tokens)
 
@@ -112,18 +110,7 @@ def print_result(res: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--threads", default="auto", help="torch threads: 'auto' (the rollout's policy) or N")
-    args = parser.parse_args(argv)
-    device = resolve_device(args.device)
-    apply_threads(args.threads, device)
-    res = run(device, args.quick)
-    res["machine"] = machine_info(device)
-    print_result(res)
-    atomic_write_json(RESULTS_DIR / "scaling.json", res, indent=1)
-    return res
+    return run_cli("scaling", __doc__, run, print_result, argv)
 
 
 if __name__ == "__main__":

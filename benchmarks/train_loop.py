@@ -19,7 +19,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,11 +32,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents.policies.transformer import TransformerConfig, TransformerLM
 from agents.ppo import PPO
-from benchmarks.machine import RESULTS_DIR, machine_info, resolve_device, sync
+from benchmarks.machine import sync
 from benchmarks.profiling import op_table
-from benchmarks.workloads import ENV_ID, alternate, apply_threads, med
+from benchmarks.workloads import ENV_ID, alternate, med, run_cli
 from text_env import TextGenEnv
-from text_env.io import atomic_write_json
 
 BAR = 30.0  # issue 7: our PPO iteration ÷ SB3-style per-token PPO >= 30x
 
@@ -225,18 +223,7 @@ def print_result(res: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--threads", default="auto", help="torch threads: 'auto' (the rollout's policy) or N")
-    args = parser.parse_args(argv)
-    device = resolve_device(args.device)
-    apply_threads(args.threads, device)
-    res = run(device, args.quick)
-    res["machine"] = machine_info(device)
-    print_result(res)
-    atomic_write_json(RESULTS_DIR / "train_loop.json", res, indent=1)
-    return res
+    return run_cli("train_loop", __doc__, run, print_result, argv)
 
 
 if __name__ == "__main__":

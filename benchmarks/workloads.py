@@ -25,7 +25,8 @@ import torch
 
 from agents.policies import TransformerPolicy
 from agents.rollout import RolloutCollector, auto_num_threads, make_rollout_env
-from benchmarks.machine import sync
+from benchmarks.machine import RESULTS_DIR, machine_info, resolve_device, sync
+from text_env.io import atomic_write_json
 from text_env.vector import TextGenVectorEnv
 
 ENV_ID = "TextEnv/Reverse-v0"
@@ -131,3 +132,28 @@ def apply_threads(threads: str | int, device: torch.device) -> int:
     if n is not None:
         torch.set_num_threads(n)
     return torch.get_num_threads()
+
+
+def run_cli(
+    name: str,
+    doc: str | None,
+    run: Callable[[torch.device, bool], dict[str, Any]],
+    report: Callable[[dict[str, Any]], None],
+    argv: list[str] | None = None,
+) -> dict[str, Any]:
+    """The command line every rollout benchmark shares (``--device``, ``--quick``, ``--threads``): run it,
+    print its report, and write ``benchmarks/results/<name>.json``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=(doc or name).split("\n\n")[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", default="auto", help="torch threads: 'auto' (the rollout's policy) or N")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    apply_threads(args.threads, device)
+    res = run(device, args.quick)
+    res["machine"] = machine_info(device)
+    report(res)
+    atomic_write_json(RESULTS_DIR / f"{name}.json", res, indent=1)
+    return res
