@@ -17,7 +17,7 @@ each step draws a seeded random batch. AdamW, linear warm-up then cosine decay t
 matrices only, gradient clipping at 1. One CPU thread (the fastest setting for a model this small on a
 shared machine). The run is deterministic given ``--seed``.
 
-Usage (about 20 minutes on 2 CPU cores for the shipped checkpoint)::
+Usage (the shipped checkpoint took 29 minutes on one thread of a busy 2-core machine)::
 
     python examples/pretrain_english.py --steps 1200 --out agents/pretrained/english-small
 

@@ -50,7 +50,7 @@ def pretrained_dir(name: str = "english-small") -> Path:
     if missing:
         raise FileNotFoundError(
             f"the pretrained policy {name!r} is missing {missing} in {str(directory)!r}; rebuild it "
-            f"(about 20 minutes on 2 CPU cores) from the repository root with: {REBUILD_COMMANDS[name]}"
+            f"(about 30 minutes on one CPU thread) from the repository root with: {REBUILD_COMMANDS[name]}"
         )
     return directory
 
