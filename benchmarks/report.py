@@ -150,16 +150,28 @@ def generated_markdown(res: dict[str, Any]) -> str:
             "",
             "## 2. Rollout vs roofline",
             "",
-            f"Default policy (`TransformerPolicy.for_task(reverse_task())`: {ro['config']['n_layer']} layers "
-            "× "
-            f"{ro['config']['n_embd']}, {ro['config']['n_head']} heads, {ro['params']:,} parameters), batch "
-            "64, "
-            f"through the lockstep `TextGenVectorEnv`. Roofline = 2 · {ro['params']:,} = "
-            f"{ro['flops_per_token']:,} FLOPs per generated token at the matmul rate measured in each round "
-            f"(median peak {ro['peak_gflops']:.1f}, shape-matched {ro['matched_gflops']:.1f} GFLOP/s): "
-            f"{ro['peak_gflops'] * 1e9 / ro['flops_per_token']:,.0f} tokens/s at peak. **The bar's ratio "
-            "uses the "
-            "peak rate**; the shape-matched one is beside it.",
+            "Two default policies, batch 64, through the lockstep `TextGenVectorEnv`; roofline = "
+            "2 · parameters FLOPs per generated token at the matmul rate measured in each round (median peak "
+            f"{ro['peak_gflops']:.1f} GFLOP/s). **The bar's ratio uses the peak rate**; the shape-matched "
+            "one (the decode step's own matmul shapes) is beside it.",
+            "",
+            "| policy | layers × width, heads, vocabulary | parameters | roofline at peak "
+            "| shape-matched matmul |",
+            "|---|---|---:|---:|---:|",
+        ]
+        labels = {
+            "default": "synthetic tasks' default (`TransformerPolicy.for_task(reverse_task())`)",
+            "english": "language tasks' default (shipped `english-small`)",
+        }
+        for kind, pol in ro.get("policies", {"default": ro}).items():
+            c = pol["config"]
+            lines.append(
+                f"| {labels.get(kind, kind)} | {c['n_layer']} × {c['n_embd']}, {c['n_head']}, "
+                f"{c['vocab']:,} | "
+                f"{pol['params']:,} | {ro['peak_gflops'] * 1e9 / pol['flops_per_token']:,.0f} tokens/s | "
+                f"{pol['matched_gflops']:.1f} GFLOP/s |"
+            )
+        lines += [
             "",
             "| workload | tokens/s | ÷ peak roofline | ÷ matched roofline | positions run per generated "
             "token | "
@@ -187,6 +199,8 @@ def generated_markdown(res: dict[str, Any]) -> str:
             "",
             *_ops_table(ro["profile_long"]),
         ]
+        if "profile_english_long" in ro:
+            lines += ["", "and of one `english-long` rollout:", "", *_ops_table(ro["profile_english_long"])]
     th = res.get("threads")
     if th and "skipped" not in th:
         lines += [

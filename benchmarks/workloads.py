@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -40,37 +41,55 @@ class RolloutShape:
     batch: int = 64
     max_new_tokens: int | None = None  # None: the registered budget
     eos_masked: bool = False
+    env_id: str = ENV_ID
+    policy: str = "default"  # "default": TransformerPolicy.for_task; "english": the shipped English policy
 
     def describe(self) -> str:
-        budget = (
-            "registered budget (9)" if self.max_new_tokens is None else f"{self.max_new_tokens} new tokens"
-        )
+        budget = "registered budget" if self.max_new_tokens is None else f"{self.max_new_tokens} new tokens"
+        if self.max_new_tokens is None:
+            budget += f" ({gym.spec(self.env_id).max_episode_steps})"
         eos = (
             ", EOS masked (every slot runs the full budget)"
             if self.eos_masked
             else ", sampled EOS ends episodes"
         )
-        return f"{ENV_ID}, batch {self.batch}, {budget}{eos}"
+        return f"{self.env_id}, batch {self.batch}, {budget}{eos}"
 
 
 REGISTERED = RolloutShape("registered")
 LONG = RolloutShape("long", max_new_tokens=64, eos_masked=True)
+# the language tasks' default policy (agents/pretrained/english-small: 4 layers × 128, vocabulary 8192)
+ENGLISH = RolloutShape("english", env_id="TextEnv/Sentiment-v0", policy="english")
+ENGLISH_LONG = RolloutShape(
+    "english-long", max_new_tokens=64, eos_masked=True, env_id="TextEnv/Sentiment-v0", policy="english"
+)
 
 
 def make_env(shape: RolloutShape) -> TextGenVectorEnv:
     kwargs: dict[str, Any] = {}
     if shape.max_new_tokens is not None:
         kwargs["max_new_tokens"] = shape.max_new_tokens
-    return make_rollout_env(ENV_ID, shape.batch, **kwargs)
+    return make_rollout_env(shape.env_id, shape.batch, **kwargs)
 
 
 def make_policy(
-    env: TextGenVectorEnv, device: torch.device, eos_masked: bool = False, seed: int = 0, **config: Any
-) -> TransformerPolicy:
-    """The default policy for the env's task (2 layers × 128 unless ``config`` overrides), in eval mode."""
-    needed = 1 + env.task.max_prompt_tokens + env.max_new_tokens
-    config.setdefault("max_seq_len", max(128, needed))
-    policy = TransformerPolicy.for_task(env.task, seed=seed, **config).to(device).eval()
+    env: TextGenVectorEnv,
+    device: torch.device,
+    eos_masked: bool = False,
+    seed: int = 0,
+    kind: str = "default",
+    **config: Any,
+) -> Any:
+    """The policy of a workload, in eval mode: ``kind="default"`` is the default policy for the env's task
+    (2 layers × 128 unless ``config`` overrides), ``"english"`` the shipped pretrained English policy."""
+    if kind == "english":
+        from agents.pretrained import load_english_policy
+
+        policy = load_english_policy().to(device).eval()
+    else:
+        needed = 1 + env.task.max_prompt_tokens + env.max_new_tokens
+        config.setdefault("max_seq_len", max(128, needed))
+        policy = TransformerPolicy.for_task(env.task, seed=seed, **config).to(device).eval()
     if eos_masked:
         mask = np.ones(policy.vocab_size, dtype=bool)
         mask[list(env.task.stop_ids)] = False
@@ -80,11 +99,11 @@ def make_policy(
 
 def rollout_setup(
     shape: RolloutShape, device: torch.device, num_threads: int | str | None = None, **config: Any
-) -> tuple[TransformerPolicy, RolloutCollector]:
+) -> tuple[Any, RolloutCollector]:
     """Policy and collector for ``shape``. ``num_threads=None`` keeps the process's thread count (the
     benchmarks set it once for every side of a comparison)."""
     env = make_env(shape)
-    policy = make_policy(env, device, shape.eos_masked, **config)
+    policy = make_policy(env, device, shape.eos_masked, kind=shape.policy, **config)
     return policy, RolloutCollector(policy, env, num_threads=num_threads)
 
 

@@ -81,6 +81,11 @@ class HFCache(SlotCache):
         super().reset()
         self.past = self._new_past()
 
+    def select(self, rows: torch.Tensor) -> None:
+        super().select(rows)
+        if self.pos:  # an empty DynamicCache has no layers to index
+            self.past.batch_select_indices(torch.as_tensor(rows, device=self.device))
+
 
 class HFPolicy(LMPolicy):
     """A Hugging Face causal LM with a value head, behind the :class:`TransformerPolicy` interface.

@@ -86,6 +86,32 @@ def test_cached_decoding_equals_uncached_forward_with_left_padding():
     assert cache.next_pos.tolist() == [len(r) + 5 for r in PROMPTS]
 
 
+def _check_select_keeps_the_chosen_slots_exact(policy) -> None:
+    ids, mask = left_pad(PROMPTS)
+    cache = policy.new_cache(batch_size=4, max_len=16)
+    policy.prefill(ids, mask, cache)
+    first = torch.tensor([7, 8, 9, 10])
+    policy.decode_step(first, cache)
+    keep = torch.tensor([3, 1])  # drop slots 0 and 2; the kept ones may come back in any order
+    cache.select(keep)
+    assert cache.batch_size == 2 and cache.pos == ids.shape[1] + 1
+    seqs = {i: PROMPTS[i] + [int(first[i])] for i in keep.tolist()}
+    for tokens in ([4, 5], [6, 7]):
+        logits, values = policy.decode_step(torch.tensor(tokens), cache)
+        for j, i in enumerate(keep.tolist()):
+            seqs[i].append(tokens[j])
+            alone, alone_values = policy(torch.tensor([seqs[i]]))
+            torch.testing.assert_close(logits[j], alone[0, -1], atol=ATOL, rtol=0)
+            torch.testing.assert_close(values[j], alone_values[0, -1], atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match="select rows must lie in"):
+        cache.select(torch.tensor([2]))
+
+
+@torch.inference_mode()
+def test_cache_select_drops_slots_and_the_kept_ones_continue_exactly():
+    _check_select_keeps_the_chosen_slots_exact(make_policy())
+
+
 @torch.inference_mode()
 def test_reset_slots_restarts_one_slot_while_others_continue():
     policy = make_policy()
@@ -387,6 +413,12 @@ def test_hf_policy_cached_equals_uncached_and_left_padding_is_exact():
     logits, _ = policy.decode_step(torch.tensor([4, 4, 1, 4]), cache)
     fresh, _ = policy(torch.tensor([[1]]))
     torch.testing.assert_close(logits[2], fresh[0, -1], atol=ATOL, rtol=0)
+
+
+@needs_transformers
+@torch.inference_mode()
+def test_hf_cache_select_drops_slots_and_the_kept_ones_continue_exactly():
+    _check_select_keeps_the_chosen_slots_exact(make_hf_policy())
 
 
 @needs_transformers

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from agents import RolloutCollector, evaluate_policy, make_rollout_env
-from agents.policies.transformer import LMPolicy
+from agents.policies.transformer import KVCache, LMPolicy
 from agents.rollout import action_logprobs
 from text_env.vector import TextGenVectorEnv
 
@@ -188,6 +188,34 @@ def test_deterministic_collect_is_greedy_and_ignores_the_seed(tiny_reverse_task,
         atol=ATOL,
         rtol=0,
     )
+
+
+def test_compaction_drops_finished_slots_without_changing_greedy_episodes(
+    tiny_reverse_task, make_policy, monkeypatch
+):
+    # a stronger EOS embedding makes this fresh policy end greedy episodes after 1, 2 or 4 steps, so the
+    # cache is compacted during the rollout
+    policy = make_policy(tiny_reverse_task, seed=0)
+    with torch.no_grad():
+        policy.model.wte.weight[tiny_reverse_task.tokenizer.eos_id] *= 5
+    idx = np.arange(14)
+    env = make_rollout_env(tiny_reverse_task, 14)
+    calls = []
+    real_select = KVCache.select
+    monkeypatch.setattr(KVCache, "select", lambda self, rows: (calls.append(len(rows)), real_select(self, rows)))
+    on = RolloutCollector(policy, env).collect(prompt_index=idx, deterministic=True)
+    assert calls and all(0 < c < 14 for c in calls), calls
+    n_calls = len(calls)
+    off = RolloutCollector(policy, env, compact=False).collect(prompt_index=idx, deterministic=True)
+    assert len(calls) == n_calls  # compact=False never selects
+    assert torch.equal(on.actions, off.actions) and torch.equal(on.mask, off.mask)
+    assert on.completions == off.completions and np.array_equal(on.lengths, off.lengths)
+    assert len(set(on.lengths.tolist())) > 1
+    m = on.mask
+    torch.testing.assert_close(on.logprobs[m], off.logprobs[m], atol=ATOL, rtol=0)
+    torch.testing.assert_close(on.values[m], off.values[m], atol=ATOL, rtol=0)
+    assert (on.logprobs[~m] == 0).all() and (on.values[~m] == 0).all()
+    assert (on.actions[~m] == env.tokenizer.pad_id).all()
 
 
 def test_same_seed_same_batch_and_different_seed_differs(tiny_reverse_task, make_policy):
