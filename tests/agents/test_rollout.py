@@ -202,7 +202,12 @@ def test_compaction_drops_finished_slots_without_changing_greedy_episodes(
     env = make_rollout_env(tiny_reverse_task, 14)
     calls = []
     real_select = KVCache.select
-    monkeypatch.setattr(KVCache, "select", lambda self, rows: (calls.append(len(rows)), real_select(self, rows)))
+
+    def counting_select(self, rows):
+        calls.append(len(rows))
+        real_select(self, rows)
+
+    monkeypatch.setattr(KVCache, "select", counting_select)
     on = RolloutCollector(policy, env).collect(prompt_index=idx, deterministic=True)
     assert calls and all(0 < c < 14 for c in calls), calls
     n_calls = len(calls)
