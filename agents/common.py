@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from agents.evaluation import evaluate_policy
-from agents.rollout import RolloutBatch, RolloutCollector, auto_num_threads, make_rollout_env
+from agents.rollout import RolloutBatch, RolloutCollector, auto_num_threads, crop_padding, make_rollout_env
 from text_env.io import atomic_write_json, read_json
 
 logger = logging.getLogger(__name__)
@@ -626,13 +627,18 @@ class OnPolicyAlgorithm:
     def forward_batch(
         self, batch: RolloutBatch, idx: torch.Tensor | slice = slice(None)
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One full-sequence forward over episodes ``idx``: new log-probs, values and entropies ``(b, T)``."""
-        logits, values = self.policy(batch.input_ids[idx], batch.attention_mask[idx])  # (b, P+T, V)
-        cols = batch.action_logits_slice()
-        logp_all = self.policy.log_probs(logits[:, cols])  # (b, T, V)
-        new_logp = logp_all.gather(-1, batch.actions[idx][..., None]).squeeze(-1)  # (b, T)
-        entropy = -(logp_all.exp() * logp_all).sum(-1)  # (b, T)
-        return new_logp, values[:, cols], entropy
+        """One full-sequence forward over episodes ``idx``: new log-probs, values and entropies ``(b, T)``
+        (0 after each episode's end). Columns that are padding in every row of the minibatch are cropped
+        first, and the LM head runs on the action columns only."""
+        ids, am, p, t = crop_padding(
+            batch.input_ids[idx], batch.attention_mask[idx], batch.mask[idx], batch.prompt_width
+        )
+        logits, values = self.policy.forward_actions(ids, am, p)  # (b, T', V), (b, T')
+        logp_all = self.policy.log_probs(logits)  # (b, T', V)
+        new_logp = logp_all.gather(-1, batch.actions[idx][:, :t, None]).squeeze(-1)  # (b, T')
+        entropy = -(logp_all.exp() * logp_all).sum(-1)  # (b, T')
+        pad = (0, batch.actions.shape[1] - t)
+        return F.pad(new_logp, pad), F.pad(values, pad), F.pad(entropy, pad)
 
     def policy_gradient_step(
         self,

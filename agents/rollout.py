@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from text_env.vector import TextGenVectorEnv
 
@@ -282,6 +283,25 @@ class RolloutCollector:
         )
 
 
+def crop_padding(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor, prompt_width: int
+) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """Drop the columns that are padding in every row of these episodes: left of the earliest prompt
+    token and right of the longest episode. Returns ``(input_ids, attention_mask, P', T')``; the logits at
+    column ``P' - 1 + t`` still score action ``t``, for ``t < T'``. The forward is unchanged (padding is
+    masked out of attention and does not move position ids); it only skips work.
+    """
+    used = attention_mask[:, :prompt_width].any(dim=0)  # (P,)
+    left = int(used.int().argmax()) if bool(used.any()) else prompt_width - 1
+    t = max(1, int(mask.sum(dim=1).max()))
+    return (
+        input_ids[:, left : prompt_width + t],
+        attention_mask[:, left : prompt_width + t],
+        prompt_width - left,
+        t,
+    )
+
+
 def action_logprobs(
     policy: Any,
     input_ids: torch.Tensor,
@@ -290,11 +310,14 @@ def action_logprobs(
     prompt_width: int,
     return_values: bool = False,
 ) -> Any:
-    """log π(a_t | s_t) for every action from ONE full-sequence forward (and the values, if asked)."""
-    logits, values = policy(input_ids, attention_mask)  # (B, P+T, V), (B, P+T)
-    cols = slice(prompt_width - 1, prompt_width - 1 + actions.shape[1])
-    logp = policy.log_probs(logits[:, cols])  # (B, T, V)
-    lp = logp.gather(-1, actions[..., None]).squeeze(-1)  # (B, T)
+    """log π(a_t | s_t) for every action from ONE full-sequence forward (and the values, if asked), as
+    ``(B, T)`` (0 after each episode's end); the LM head runs only on the action columns."""
+    mask = attention_mask[:, prompt_width:]
+    ids, am, p, t = crop_padding(input_ids, attention_mask, mask, prompt_width)
+    logits, values = policy.forward_actions(ids, am, p)  # (B, T', V), (B, T')
+    logp = policy.log_probs(logits)  # (B, T', V)
+    lp = logp.gather(-1, actions[:, :t, None]).squeeze(-1)  # (B, T')
+    pad = actions.shape[1] - t
     if return_values:
-        return lp, values[:, cols], logp
-    return lp
+        return F.pad(lp, (0, pad)), F.pad(values, (0, pad)), F.pad(logp, (0, 0, 0, pad))
+    return F.pad(lp, (0, pad))

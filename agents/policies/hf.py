@@ -142,11 +142,12 @@ class HFPolicy(LMPolicy):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None,
         cache: HFCache | None,
-        last_only: bool = False,
+        last_only: bool | int = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         input_ids, attention_mask = check_token_inputs(input_ids, attention_mask)
         B, T = input_ids.shape
         kwargs: dict[str, Any] = {}
+        keep = 1 if last_only is True else int(last_only)  # logits for the last `keep` columns (0: all)
         if cache is None:
             mask2d = None if attention_mask is None else attention_mask.long()  # (B, T)
             pos_ids = None if attention_mask is None else (attention_mask.cumsum(1) - 1).clamp_(min=0)
@@ -168,8 +169,8 @@ class HFPolicy(LMPolicy):
                 raise ValueError(
                     f"a sequence has more than max_position_embeddings={self._max_positions} tokens"
                 )
-        if last_only and self._logits_kwarg is not None:
-            kwargs[self._logits_kwarg] = 1
+        if keep and self._logits_kwarg is not None:
+            kwargs[self._logits_kwarg] = keep
         out = self.model(
             input_ids=input_ids,
             attention_mask=mask2d,
@@ -181,9 +182,11 @@ class HFPolicy(LMPolicy):
         if cache is not None:
             cache.pos = start + T
         hidden = out.hidden_states[-1]  # (B, T, C): after the final norm in HF causal LMs
-        logits = out.logits  # (B, T or 1, V)
-        if last_only:
+        logits = out.logits  # (B, T or keep, V)
+        if last_only is True:
             hidden, logits = hidden[:, -1], logits[:, -1]  # (B, C), (B, V)
+        elif keep:
+            hidden, logits = hidden[:, -keep:], logits[:, -keep:]  # (B, keep, C), (B, keep, V)
         # stop-gradient into the LM as in TransformerLM.head: a fresh value head must not rewrite features
         h = hidden if self.value_grad_to_trunk else hidden.detach()
         return logits.float(), self.value_head(h).squeeze(-1).float()
@@ -200,6 +203,15 @@ class HFPolicy(LMPolicy):
         from the mask, so padding does not change a row's logits.
         """
         return self._run(input_ids, attention_mask, cache)
+
+    def forward_actions(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, prompt_width: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """See :meth:`LMPolicy.forward_actions`: the LM head runs on the last ``T + 1`` columns only
+        (``logits_to_keep``) and the last one is dropped."""
+        keep = input_ids.shape[1] - prompt_width + 1
+        logits, values = self._run(input_ids, attention_mask, None, last_only=keep)
+        return logits[:, :-1], values[:, :-1]
 
     def prefill(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache: HFCache

@@ -658,6 +658,19 @@ class LMPolicy(nn.Module):
             tokens = sample_categorical(logp.exp(), generator)  # (B,)
         return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
+    def forward_actions(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, prompt_width: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(B, T, V)`` and values ``(B, T)`` at the positions that score the ``T = width - P``
+        actions after a ``P``-column prompt (columns ``P - 1 … width - 2``), from one full-sequence forward.
+
+        Subclasses run the LM head on those columns only (the prompt's logits are never read); this
+        fallback slices a full :meth:`forward`.
+        """
+        logits, values = self(input_ids, attention_mask)
+        cols = slice(prompt_width - 1, input_ids.shape[1] - 1)
+        return logits[:, cols], values[:, cols]
+
     def clone_frozen(self) -> LMPolicy:
         """A deep copy in eval mode with ``requires_grad=False``: the KL reference. It shares no tensor
         with this policy (only the immutable tokenizer)."""
@@ -705,6 +718,9 @@ def read_safetensors(
         tensors = _safetensors_load(data)
     except SafetensorError as e:
         raise ValueError(f"weights file {str(path)!r} is truncated or corrupt: {e}") from e
+    # Fresh allocations, not views into the file's bytes: those are not 64-byte aligned, and CPU GEMM
+    # kernels round differently on unaligned operands (a loaded checkpoint scored 2e-7 off its original)
+    tensors = {k: v.clone() for k, v in tensors.items()}
     return tensors if device is None else {k: v.to(device) for k, v in tensors.items()}
 
 
@@ -788,6 +804,16 @@ class TransformerPolicy(LMPolicy):
         """``logits (B, T, V)`` (raw: apply :meth:`log_probs`) and ``values (B, T)``; see
         :meth:`TransformerLM.forward`."""
         return self.model(input_ids, attention_mask, cache)
+
+    def forward_actions(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, prompt_width: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """See :meth:`LMPolicy.forward_actions`: the trunk over every column, the head over the action
+        columns only."""
+        h = self.model.hidden_states(input_ids, attention_mask)  # (B, W, C)
+        # contiguous: on a strided view CPU GEMM's rounding depended on where the weights lie in memory
+        # (a checkpoint's reference scored 3e-8 off its in-memory twin), breaking bit-exact resumes
+        return self.model.head(h[:, prompt_width - 1 : input_ids.shape[1] - 1].contiguous())
 
     def prefill(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVCache

@@ -112,6 +112,21 @@ def test_cache_select_drops_slots_and_the_kept_ones_continue_exactly():
     _check_select_keeps_the_chosen_slots_exact(make_policy())
 
 
+def _check_forward_actions_equals_the_full_forward(policy) -> None:
+    ids, mask = left_pad(PROMPTS)
+    full, full_values = policy(ids, mask)
+    for p in (1, 2, ids.shape[1] - 1):
+        logits, values = policy.forward_actions(ids, mask, p)
+        assert logits.shape == (len(PROMPTS), ids.shape[1] - p, V)
+        torch.testing.assert_close(logits, full[:, p - 1 : -1], atol=ATOL, rtol=0)
+        torch.testing.assert_close(values, full_values[:, p - 1 : -1], atol=ATOL, rtol=0)
+
+
+@torch.inference_mode()
+def test_forward_actions_equals_the_full_forward_at_the_action_columns():
+    _check_forward_actions_equals_the_full_forward(make_policy())
+
+
 @torch.inference_mode()
 def test_reset_slots_restarts_one_slot_while_others_continue():
     policy = make_policy()
@@ -419,6 +434,12 @@ def test_hf_policy_cached_equals_uncached_and_left_padding_is_exact():
 @torch.inference_mode()
 def test_hf_cache_select_drops_slots_and_the_kept_ones_continue_exactly():
     _check_select_keeps_the_chosen_slots_exact(make_hf_policy())
+
+
+@needs_transformers
+@torch.inference_mode()
+def test_hf_forward_actions_equals_the_full_forward_at_the_action_columns():
+    _check_forward_actions_equals_the_full_forward(make_hf_policy())
 
 
 @needs_transformers
