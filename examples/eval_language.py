@@ -71,9 +71,13 @@ class Budget:
 
 # Settings every run shares: a per-token KL leash to the SFT policy whose β adapts toward target_kl (nats per
 # episode; Ziegler et al. 2019) over kl_horizon episodes, and a fixed seed. PPO runs n_epochs passes of 2
-# minibatches per rollout; RLOO (k = 4 samples per prompt) takes one gradient step per rollout. The RL
-# settings were tuned by hand over a few runs per task scored on these same test prompts (no separate
-# validation pass), so the RL rows are mildly optimistic; the SFT and zero-shot rows were not tuned.
+# minibatches per rollout; RLOO (k = 4 samples per prompt) takes one gradient step per rollout.
+# How the RL settings were chosen: Translate's on the validation split (`--split validation`; sampling at
+# temperature 0.7 during RL was the change that mattered: at T = 1 the sampled translations score chrF ≈ 0.70
+# against 0.93 greedy, and updates driven by those samples moved the greedy output down, 0.929 → 0.84-0.92,
+# while at T = 0.7 PPO and RLOO raised validation chrF to 0.934 / 0.942). Summarize's, QA's and Sentiment's
+# were tuned by hand on the test prompts themselves in an earlier pass, so those RL rows are mildly
+# optimistic. The SFT and zero-shot rows were not tuned.
 _RL = {"kl_horizon": 2_000, "seed": 0}
 BUDGETS: dict[str, Budget] = {
     "summarize": Budget(
@@ -84,9 +88,10 @@ BUDGETS: dict[str, Budget] = {
     ),
     "translate": Budget(
         sft_steps=300, sft_batch_size=32, sft_lr=3e-4, rl_timesteps=24_000,
-        ppo={**_RL, "n_envs": 64, "batch_size": 32, "n_epochs": 4, "learning_rate": 2e-5, "vf_coef": 1.0,
-             "kl_coef": 0.05, "target_kl": 2.0},
-        rloo={**_RL, "n_envs": 64, "k": 4, "learning_rate": 1e-4, "kl_coef": 0.05, "target_kl": 2.0},
+        ppo={**_RL, "n_envs": 64, "batch_size": 32, "n_epochs": 2, "learning_rate": 5e-5, "gae_lambda": 1.0,
+             "kl_coef": 0.05, "target_kl": 2.0, "temperature": 0.7},
+        rloo={**_RL, "n_envs": 64, "k": 4, "learning_rate": 5e-5, "kl_coef": 0.05, "target_kl": 2.0,
+              "temperature": 0.7},
     ),
     "qa": Budget(
         sft_steps=300, sft_batch_size=32, sft_lr=3e-4, rl_timesteps=16_000,
@@ -107,15 +112,17 @@ BUDGETS: dict[str, Budget] = {
 PRIMARY = {"summarize": "rouge_l", "translate": "chrf", "qa": "exact_match", "sentiment": "review_classifier"}
 
 
-def evaluate(policy: Any, task: Any, reference: Any, budget: Budget, n_eval: int) -> dict[str, Any]:
+def evaluate(
+    policy: Any, task: Any, reference: Any, budget: Budget, n_eval: int, split: str = "test"
+) -> dict[str, Any]:
     r = evaluate_generation(
-        policy, task, n_episodes=n_eval, split="test", deterministic=budget.deterministic_eval,
+        policy, task, n_episodes=n_eval, split=split, deterministic=budget.deterministic_eval,
         reference=reference, metrics=budget.metrics, seed=1234, n_samples=3,
     )  # fmt: skip
     return {k: r[k] for k in ("metrics", "perplexity", "distinct_1", "distinct_2", "mean_length", "samples")}
 
 
-def run_task(name: str, n_eval: int, scale: float, threads: int = 1) -> dict[str, Any]:
+def run_task(name: str, n_eval: int, scale: float, threads: int = 1, split: str = "test") -> dict[str, Any]:
     """SFT, PPO and RLOO on one task and the four evaluations; returns the task's log entry."""
     torch.set_num_threads(threads)
     if not logging.getLogger().handlers:  # a worker process
@@ -153,7 +160,7 @@ def run_task(name: str, n_eval: int, scale: float, threads: int = 1) -> dict[str
     t = time.perf_counter()
     rows = {}
     for stage in STAGES:
-        rows[stage] = evaluate(policies[stage], task, reference, budget, n_eval)
+        rows[stage] = evaluate(policies[stage], task, reference, budget, n_eval, split)
         logger.info("%s %-9s %s", name, stage, _summary(rows[stage]))
     times["eval"] = time.perf_counter() - t
     scaled = {"sft_steps": int(budget.sft_steps * scale), "rl_timesteps": int(budget.rl_timesteps * scale)}
@@ -227,11 +234,13 @@ def markdown(log: dict[str, Any], meta: dict[str, Any]) -> str:
             f"PPO and RLOO {b['rl_timesteps']:,} generated tokens each, {ppo['n_envs']} episodes a rollout, "
             f"lr {ppo['learning_rate']:g} / {rloo['learning_rate']:g}, KL leash to SFT (β₀ {ppo['kl_coef']}, "
             f"target {ppo['target_kl']} nats/episode); "
-            f"{'greedy' if b['deterministic_eval'] else 'sampled (T=1, seeded)'} decoding; "
+            + (f"RL samples at temperature {ppo['temperature']:g}; " if ppo.get("temperature") else "")
+            + f"{'greedy' if b['deterministic_eval'] else 'sampled (T=1, seeded)'} decoding; "
             f"{sum(sec.values()):.0f} s"
         )
     return (
-        f"Test split, first {meta['n_eval']} prompts per task. Every policy starts from `english-small` "
+        f"{meta.get('split', 'test').capitalize()} split, first {meta['n_eval']} prompts per task. "
+        "Every policy starts from `english-small` "
         f"(1.9M parameters, vocabulary 8192, perplexity {meta['pretrained_val_ppl']:.0f} on held-out "
         "English). "
         f"Whole table: {meta['minutes']:.1f} min wall on {meta['jobs']} worker process(es) of "
@@ -248,7 +257,11 @@ def markdown(log: dict[str, Any], meta: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    parser.add_argument("--n-eval", type=int, default=200, help="test prompts per task")
+    parser.add_argument("--n-eval", type=int, default=200, help="evaluation prompts per task")
+    parser.add_argument(
+        "--split", default="test", choices=("test", "validation"),
+        help="where to evaluate: tune settings on validation, report test",
+    )  # fmt: skip
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every training budget")
     parser.add_argument("--jobs", type=int, default=2, help="tasks run in this many processes at once")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
@@ -261,10 +274,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # one task per process: each is seeded and single-threaded, so results do not depend on scheduling
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
-            futures = {n: pool.submit(run_task, n, args.n_eval, args.scale, args.threads) for n in args.tasks}
+            futures = {
+                n: pool.submit(run_task, n, args.n_eval, args.scale, args.threads, args.split)
+                for n in args.tasks
+            }
             log = {n: f.result() for n, f in futures.items()}
     else:
-        log = {n: run_task(n, args.n_eval, args.scale, args.threads) for n in args.tasks}
+        log = {n: run_task(n, args.n_eval, args.scale, args.threads, args.split) for n in args.tasks}
     for name, entry in log.items():
         entry["bar"] = bar(name, entry["results"])
     try:
@@ -272,7 +288,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except (FileNotFoundError, KeyError, TypeError):
         val_ppl = math.nan
     meta = {
-        "n_eval": args.n_eval, "scale": args.scale, "jobs": args.jobs, "threads": args.threads,
+        "n_eval": args.n_eval, "split": args.split, "scale": args.scale, "jobs": args.jobs,
+        "threads": args.threads,
         "tasks": args.tasks, "minutes": (time.perf_counter() - t0) / 60, "pretrained_val_ppl": val_ppl,
         "torch": torch.__version__,
         "command": "python examples/eval_language.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -281,6 +298,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     full = args.tasks == list(TASKS) and args.scale == 1.0 and args.n_eval == 200
     stem = "language_eval" if full else "language_eval_partial"
+    if args.split != "test":
+        stem += f"_{args.split}"
     atomic_write_json(out / f"{stem}.json", {"meta": meta, **log}, indent=1)
     table = markdown(log, meta)
     (out / f"{stem}.md").write_text(table, encoding="utf-8")
