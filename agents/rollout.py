@@ -262,7 +262,19 @@ class RolloutCollector:
         attention_mask = torch.cat([prompt_mask, mask_t], dim=1)  # (B, P + T)
         ref_logprobs = None
         if self.reference is not None:
-            ref_logprobs = action_logprobs(self.reference, input_ids, attention_mask, actions, p)
+            # the leash compares both distributions at the sampling temperature (as TRL does): a reference
+            # scored at T = 1 would charge a policy sampling at T < 1 for its temperature alone
+            ref, previous = self.reference, getattr(self.reference, "temperature", None)
+            retemper = (
+                previous is not None and hasattr(policy, "temperature") and previous != policy.temperature
+            )
+            try:
+                if retemper:
+                    ref.temperature = policy.temperature
+                ref_logprobs = action_logprobs(ref, input_ids, attention_mask, actions, p)
+            finally:
+                if retemper:
+                    ref.temperature = previous
             ref_logprobs = torch.where(mask_t, ref_logprobs, torch.zeros_like(ref_logprobs))
         rewards_t = torch.as_tensor(rewards[:, :steps], device=self.device)
         return RolloutBatch(

@@ -119,7 +119,19 @@ def evaluate(
         policy, task, n_episodes=n_eval, split=split, deterministic=budget.deterministic_eval,
         reference=reference, metrics=budget.metrics, seed=1234, n_samples=3,
     )  # fmt: skip
-    return {k: r[k] for k in ("metrics", "perplexity", "distinct_1", "distinct_2", "mean_length", "samples")}
+    out = {k: r[k] for k in ("metrics", "perplexity", "distinct_1", "distinct_2", "mean_length", "samples")}
+    if budget.deterministic_eval:
+        # the policy RL trains is the sampled one: score it too, every row at the temperature RL samples at
+        previous, policy.temperature = policy.temperature, budget.ppo.get("temperature", 1.0)
+        try:
+            sampled = evaluate_generation(
+                policy, task, n_episodes=n_eval, split=split, deterministic=False, metrics=budget.metrics,
+                seed=1234, n_samples=0,
+            )  # fmt: skip
+        finally:
+            policy.temperature = previous
+        out["metrics_sampled"] = sampled["metrics"]
+    return out
 
 
 def run_task(name: str, n_eval: int, scale: float, threads: int = 1, split: str = "test") -> dict[str, Any]:
@@ -189,7 +201,8 @@ def bar(name: str, results: dict[str, Any]) -> dict[str, Any]:
         "sft": sft_m,
         "sft+ppo": ppo_m,
         "passed": bool(ppo_m > sft_m),
-        "rule": "SFT+PPO > SFT",
+        "rule": "SFT+PPO > SFT, greedy decoding",
+        "sampled": {st: results[st]["metrics_sampled"][key] for st in ("sft", "sft+ppo", "sft+rloo")},
     }
 
 
@@ -201,8 +214,9 @@ METRIC_LABELS = {
 
 def markdown(log: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [
-        "| task | policy | metrics | perplexity (under SFT) | distinct-1 | distinct-2 |",
-        "|---|---|---|---:|---:|---:|",
+        "| task | policy | metrics | sampled (RL's temperature) | perplexity (under SFT) | distinct-1 "
+        "| distinct-2 |",
+        "|---|---|---|---|---:|---:|---:|",
     ]
     for name in TASKS:
         if name not in log:
@@ -211,7 +225,13 @@ def markdown(log: dict[str, Any], meta: dict[str, Any]) -> str:
             r = log[name]["results"][stage]
             m = ", ".join(f"{METRIC_LABELS.get(k, k)} {v:.3f}" for k, v in r["metrics"].items())
             ppl, d1, d2 = r["perplexity"], r["distinct_1"], r["distinct_2"]
-            lines.append(f"| {name} | {stage} | {m} | {ppl:.2f} | {d1:.3f} | {d2:.3f} |")
+            key = PRIMARY[name]
+            smp = (
+                f"{METRIC_LABELS.get(key, key)} {r['metrics_sampled'][key]:.3f}"
+                if "metrics_sampled" in r
+                else "="
+            )
+            lines.append(f"| {name} | {stage} | {m} | {smp} | {ppl:.2f} | {d1:.3f} | {d2:.3f} |")
     bars = []
     for name in TASKS:
         if name not in log:
@@ -219,6 +239,12 @@ def markdown(log: dict[str, Any], meta: dict[str, Any]) -> str:
         b = log[name]["bar"]
         label = METRIC_LABELS.get(b["metric"], b["metric"])
         extra = f", perplexity ratio {b['perplexity_ratio']:.2f}" if "perplexity_ratio" in b else ""
+        if "sampled" in b:
+            sm = b["sampled"]
+            extra += (
+                f" (sampled at RL's temperature: {sm['sft']:.3f} → {sm['sft+ppo']:.3f} PPO, "
+                f"{sm['sft+rloo']:.3f} RLOO)"
+            )
         bars.append(
             f"- **{name}** ({b['rule']}): {label} {b['sft']:.3f} → {b['sft+ppo']:.3f}{extra}: "
             f"{'met' if b['passed'] else 'missed'}"

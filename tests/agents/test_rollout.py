@@ -170,6 +170,18 @@ def test_reference_equal_to_policy_gives_equal_logprobs(tiny_reverse_task, make_
     assert no_ref.ref_logprobs is None
 
 
+def test_reference_is_scored_at_the_policys_sampling_temperature(tiny_reverse_task, make_policy):
+    # a policy sampling at T = 0.7 against its own copy at T = 1: the leash must read KL = 0, not the
+    # divergence between the two temperatures (TRL scores the reference at the sampling temperature too)
+    policy = make_policy(tiny_reverse_task)
+    reference = policy.clone_frozen()
+    policy.temperature = 0.7
+    batch, _ = collect(policy, tiny_reverse_task, reference=reference)
+    m = batch.mask
+    torch.testing.assert_close(batch.ref_logprobs[m], batch.logprobs[m], atol=ATOL, rtol=0)
+    assert reference.temperature == 1.0  # restored
+
+
 # ---- sampling ----------------------------------------------------------------------------------------------
 def test_deterministic_collect_is_greedy_and_ignores_the_seed(tiny_reverse_task, make_policy):
     policy = make_policy(tiny_reverse_task, seed=2)
