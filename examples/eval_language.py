@@ -231,7 +231,7 @@ def markdown(log: dict[str, Any], meta: dict[str, Any]) -> str:
             smp = (
                 f"{METRIC_LABELS.get(key, key)} {r['metrics_sampled'][key]:.3f}"
                 if "metrics_sampled" in r
-                else "="
+                else "(the metrics are sampled)"
             )
             lines.append(f"| {name} | {stage} | {m} | {smp} | {ppl:.2f} | {d1:.3f} | {d2:.3f} |")
     bars = []
