@@ -32,6 +32,17 @@ def _bar_status(value: float, bar: float, higher_is_better: bool = True) -> str:
     )
 
 
+def _speedup_sentence(rollout: float, update: float) -> str:
+    """``rollout``/``update``: 1 thread's speed ÷ 2 threads' (> 1: one thread was faster)."""
+
+    def part(x: float, what: str) -> str:
+        return (
+            f"1 thread was {x:.1f}x faster {what}" if x >= 1 else f"2 threads were {1 / x:.1f}x faster {what}"
+        )
+
+    return f"In this run {part(rollout, 'for the rollout')} and {part(update, 'for the update')}."
+
+
 def _ops_table(profile: dict[str, Any], rows: int = 10) -> list[str]:
     out = ["| op | calls | self ms | share |", "|---|---:|---:|---:|"]
     for op in profile["ops"][:rows]:
@@ -66,7 +77,11 @@ def generated_markdown(res: dict[str, Any]) -> str:
         "*Threads*), "
         f"Python {m['python']}, numpy {m['numpy']}",
         f"- load average (1/5/15 min) at the start {res['load_start']}, at the end {res['load_end']}: "
-        f"other jobs shared the {m['usable_cores']} cores throughout",
+        + (
+            f"more runnable jobs than the {m['usable_cores']} cores, so other work shared the machine"
+            if max(res["load_start"][0], res["load_end"][0]) >= m["usable_cores"]
+            else f"no more runnable jobs than the {m['usable_cores']} cores (this command itself uses one)"
+        ),
     ]
     if mm:
         lines += [
@@ -224,10 +239,10 @@ def generated_markdown(res: dict[str, Any]) -> str:
             )
         lines += [
             "",
-            f"1 thread is {th['rollout_speedup_1_vs_best_other']:.1f}x faster for the rollout and "
-            f"{th['update_speedup_1_vs_2']:.1f}x for the update than 2: the collector's "
-            '`num_threads="auto"` '
-            "uses 1 thread for models under 20M parameters on CPU (`agents.rollout.auto_num_threads`).",
+            _speedup_sentence(th["rollout_speedup_1_vs_best_other"], th["update_speedup_1_vs_2"])
+            + " The collector's `num_threads=\"auto\"` (and the learners' and `sft()`'s updates) use 1 "
+            "thread for models under 20M parameters on CPU (`agents.rollout.auto_num_threads`): what 2 "
+            "threads gain on an idle machine is small next to what they lose on a busy one.",
         ]
     if kv:
         lines += [
