@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3 import PPO as SB3PPO
@@ -68,6 +69,7 @@ class LoopShape:
     max_new_tokens: int | None  # None: the registered budget
     sb3_n_steps: int  # steps per slot per SB3 rollout: about our tokens per slot per iteration
     n_epochs: int
+    eos_masked: bool = False  # our policy may not emit EOS: every episode runs the whole budget
 
     def env_kwargs(self) -> dict[str, Any]:
         return {} if self.max_new_tokens is None else {"max_new_tokens": self.max_new_tokens}
@@ -75,13 +77,22 @@ class LoopShape:
 
 REGISTERED = LoopShape("registered", None, sb3_n_steps=9, n_epochs=4)
 LONG = LoopShape("long", 64, sb3_n_steps=20, n_epochs=1)
+# every episode 64 tokens (RLHF-length completions): SB3's cost per token does not depend on where its
+# episodes end (it re-encodes the 82-token window per step either way), so only ours is masked
+LONG_FULL = LoopShape("long-full", 64, sb3_n_steps=64, n_epochs=1, eos_masked=True)
 
 
 def make_ours(shape: LoopShape, device: torch.device) -> PPO:
-    return PPO(
+    agent = PPO(
         "transformer", ENV_ID, n_envs=64, n_epochs=shape.n_epochs, batch_size=16, max_approx_kl=None,
         kl_coef=0.05, learning_rate=1e-4, seed=0, device=str(device), env_kwargs=shape.env_kwargs(),
     )  # fmt: skip
+    if shape.eos_masked:
+        mask = np.ones(agent.policy.vocab_size, dtype=bool)
+        mask[list(agent.env.task.stop_ids)] = False
+        agent.policy.set_action_mask(mask)
+        agent.reference.set_action_mask(mask)
+    return agent
 
 
 def make_sb3(shape: LoopShape, device: torch.device, n_envs: int, ours: PPO) -> SB3PPO:
@@ -160,6 +171,8 @@ def measure(shape: LoopShape, device: torch.device, rounds: int, sb3_envs: list[
     times = alternate(fns, rounds)
     rates = {k: [c / t for c, t in zip(counts[k], times[k])] for k in fns}
     budget = "registered budget (9)" if shape.max_new_tokens is None else f"{shape.max_new_tokens} new tokens"
+    if shape.eos_masked:
+        budget += " (ours: EOS masked, every episode runs them all)"
     out: dict[str, Any] = {
         "describe": f"{ENV_ID}, {budget}, batch 64, {shape.n_epochs} epoch(s) x 4 minibatches",
         "context_len": ours.env.context_len,
@@ -196,7 +209,7 @@ def update_profile(device: torch.device) -> dict[str, Any]:
 
 
 def run(device: torch.device, quick: bool = False) -> dict[str, Any]:
-    shapes = [(REGISTERED, [64])] if quick else [(REGISTERED, [64, 1]), (LONG, [64])]
+    shapes = [(REGISTERED, [64])] if quick else [(REGISTERED, [64, 1]), (LONG, [64]), (LONG_FULL, [64])]
     rounds = 2 if quick else 3
     res: dict[str, Any] = {"bar": BAR, "shapes": {}}
     for shape, envs in shapes:
