@@ -28,7 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from agents.evaluation import evaluate_policy
-from agents.rollout import RolloutBatch, RolloutCollector, auto_num_threads, crop_padding, make_rollout_env
+from agents.rollout import (
+    RolloutBatch,
+    RolloutCollector,
+    auto_num_threads,
+    crop_padding,
+    forward_actions,
+    make_rollout_env,
+)
 from text_env.io import atomic_write_json, read_json
 
 logger = logging.getLogger(__name__)
@@ -633,7 +640,7 @@ class OnPolicyAlgorithm:
         ids, am, p, t = crop_padding(
             batch.input_ids[idx], batch.attention_mask[idx], batch.mask[idx], batch.prompt_width
         )
-        logits, values = self.policy.forward_actions(ids, am, p)  # (b, T', V), (b, T')
+        logits, values = forward_actions(self.policy, ids, am, p)  # (b, T', V), (b, T')
         logp_all = self.policy.log_probs(logits)  # (b, T', V)
         new_logp = logp_all.gather(-1, batch.actions[idx][:, :t, None]).squeeze(-1)  # (b, T')
         entropy = -(logp_all.exp() * logp_all).sum(-1)  # (b, T')

@@ -314,6 +314,18 @@ def crop_padding(
     )
 
 
+def forward_actions(
+    policy: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``(B, T, V)`` and values ``(B, T)`` at the action columns: the policy's own
+    ``forward_actions`` if it has one (the LM head on those columns only), else a full forward, sliced."""
+    if hasattr(policy, "forward_actions"):
+        return policy.forward_actions(input_ids, attention_mask, prompt_width)
+    logits, values = policy(input_ids, attention_mask)
+    cols = slice(prompt_width - 1, input_ids.shape[1] - 1)
+    return logits[:, cols], values[:, cols]
+
+
 def action_logprobs(
     policy: Any,
     input_ids: torch.Tensor,
@@ -326,7 +338,7 @@ def action_logprobs(
     ``(B, T)`` (0 after each episode's end); the LM head runs only on the action columns."""
     mask = attention_mask[:, prompt_width:]
     ids, am, p, t = crop_padding(input_ids, attention_mask, mask, prompt_width)
-    logits, values = policy.forward_actions(ids, am, p)  # (B, T', V), (B, T')
+    logits, values = forward_actions(policy, ids, am, p)  # (B, T', V), (B, T')
     logp = policy.log_probs(logits)  # (B, T', V)
     lp = logp.gather(-1, actions[:, :t, None]).squeeze(-1)  # (B, T')
     pad = actions.shape[1] - t
