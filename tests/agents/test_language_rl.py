@@ -100,5 +100,5 @@ def test_eval_language_script_writes_the_table(tmp_path, monkeypatch):
         )
         assert math.isfinite(row["perplexity"]) and row["perplexity"] >= 1.0
     table = (out / "language_eval_partial_validation.md").read_text(encoding="utf-8")
-    assert table.startswith("Validation split, first 8 prompts per task.")
+    assert table.startswith("Validation split, the first 8 prompts per task")
     assert table.count("| qa |") == 4 and "**qa** (SFT+PPO > SFT, greedy decoding)" in table
