@@ -32,9 +32,8 @@ from agents.rollout import (
     RolloutBatch,
     RolloutCollector,
     auto_num_threads,
-    crop_padding,
-    forward_actions,
     make_rollout_env,
+    score_actions,
 )
 from text_env.io import atomic_write_json, read_json
 
@@ -637,14 +636,12 @@ class OnPolicyAlgorithm:
         """One full-sequence forward over episodes ``idx``: new log-probs, values and entropies ``(b, T)``
         (0 after each episode's end). Columns that are padding in every row of the minibatch are cropped
         first, and the LM head runs on the action columns only."""
-        ids, am, p, t = crop_padding(
-            batch.input_ids[idx], batch.attention_mask[idx], batch.mask[idx], batch.prompt_width
-        )
-        logits, values = forward_actions(self.policy, ids, am, p)  # (b, T', V), (b, T')
-        logp_all = self.policy.log_probs(logits)  # (b, T', V)
-        new_logp = logp_all.gather(-1, batch.actions[idx][:, :t, None]).squeeze(-1)  # (b, T')
+        new_logp, values, logp_all = score_actions(
+            self.policy, batch.input_ids[idx], batch.attention_mask[idx], batch.actions[idx], batch.mask[idx],
+            batch.prompt_width,
+        )  # fmt: skip
         entropy = -(logp_all.exp() * logp_all).sum(-1)  # (b, T')
-        pad = (0, batch.actions.shape[1] - t)
+        pad = (0, batch.actions.shape[1] - new_logp.shape[1])
         return F.pad(new_logp, pad), F.pad(values, pad), F.pad(entropy, pad)
 
     def policy_gradient_step(

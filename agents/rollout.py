@@ -264,17 +264,10 @@ class RolloutCollector:
         if self.reference is not None:
             # the leash compares both distributions at the sampling temperature (as TRL does): a reference
             # scored at T = 1 would charge a policy sampling at T < 1 for its temperature alone
-            ref, previous = self.reference, getattr(self.reference, "temperature", None)
-            retemper = (
-                previous is not None and hasattr(policy, "temperature") and previous != policy.temperature
-            )
-            try:
-                if retemper:
-                    ref.temperature = policy.temperature
-                ref_logprobs = action_logprobs(ref, input_ids, attention_mask, actions, p)
-            finally:
-                if retemper:
-                    ref.temperature = previous
+            ref_logprobs = action_logprobs(
+                self.reference, input_ids, attention_mask, actions, p,
+                temperature=getattr(policy, "temperature", None),
+            )  # fmt: skip
             ref_logprobs = torch.where(mask_t, ref_logprobs, torch.zeros_like(ref_logprobs))
         rewards_t = torch.as_tensor(rewards[:, :steps], device=self.device)
         return RolloutBatch(
@@ -326,6 +319,26 @@ def forward_actions(
     return logits[:, cols], values[:, cols]
 
 
+def score_actions(
+    policy: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    actions: torch.Tensor,
+    mask: torch.Tensor,
+    prompt_width: int,
+    temperature: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One full-sequence forward over episodes cropped to the columns some row uses (:func:`crop_padding`):
+    ``(log π(a_t | s_t) (B, T'), values (B, T'), log π(· | s_t) (B, T', V))`` for the first ``T'`` steps,
+    where ``T'`` is the longest episode (``mask (B, T)`` marks the steps taken). ``temperature`` overrides
+    the policy's own (see ``LMPolicy.log_probs``)."""
+    ids, am, p, t = crop_padding(input_ids, attention_mask, mask, prompt_width)
+    logits, values = forward_actions(policy, ids, am, p)  # (B, T', V), (B, T')
+    logp = policy.log_probs(logits) if temperature is None else policy.log_probs(logits, temperature)
+    lp = logp.gather(-1, actions[:, :t, None]).squeeze(-1)  # (B, T')
+    return lp, values, logp
+
+
 def action_logprobs(
     policy: Any,
     input_ids: torch.Tensor,
@@ -333,15 +346,16 @@ def action_logprobs(
     actions: torch.Tensor,
     prompt_width: int,
     return_values: bool = False,
+    temperature: float | None = None,
 ) -> Any:
     """log π(a_t | s_t) for every action from ONE full-sequence forward (and the values, if asked), as
-    ``(B, T)`` (0 after each episode's end); the LM head runs only on the action columns."""
+    ``(B, T)`` (0 after each episode's end); the LM head runs only on the action columns. ``temperature``
+    overrides the policy's own."""
     mask = attention_mask[:, prompt_width:]
-    ids, am, p, t = crop_padding(input_ids, attention_mask, mask, prompt_width)
-    logits, values = forward_actions(policy, ids, am, p)  # (B, T', V), (B, T')
-    logp = policy.log_probs(logits)  # (B, T', V)
-    lp = logp.gather(-1, actions[:, :t, None]).squeeze(-1)  # (B, T')
-    pad = actions.shape[1] - t
+    lp, values, logp = score_actions(
+        policy, input_ids, attention_mask, actions, mask, prompt_width, temperature
+    )
+    pad = actions.shape[1] - lp.shape[1]
     if return_values:
         return F.pad(lp, (0, pad)), F.pad(values, (0, pad)), F.pad(logp, (0, 0, 0, pad))
     return F.pad(lp, (0, pad))

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3 import PPO as SB3PPO
@@ -35,7 +34,7 @@ from agents.policies.transformer import TransformerConfig, TransformerLM
 from agents.ppo import PPO
 from benchmarks.machine import sync
 from benchmarks.profiling import op_table
-from benchmarks.workloads import ENV_ID, alternate, med, run_cli
+from benchmarks.workloads import ENV_ID, alternate, mask_stop_tokens, med, run_cli
 from text_env import TextGenEnv
 
 BAR = 30.0  # issue 7: our PPO iteration ÷ SB3-style per-token PPO >= 30x
@@ -88,10 +87,8 @@ def make_ours(shape: LoopShape, device: torch.device) -> PPO:
         kl_coef=0.05, learning_rate=1e-4, seed=0, device=str(device), env_kwargs=shape.env_kwargs(),
     )  # fmt: skip
     if shape.eos_masked:
-        mask = np.ones(agent.policy.vocab_size, dtype=bool)
-        mask[list(agent.env.task.stop_ids)] = False
-        agent.policy.set_action_mask(mask)
-        agent.reference.set_action_mask(mask)
+        mask_stop_tokens(agent.policy, agent.env.task)
+        mask_stop_tokens(agent.reference, agent.env.task)
     return agent
 
 

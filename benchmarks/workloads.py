@@ -91,10 +91,15 @@ def make_policy(
         config.setdefault("max_seq_len", max(128, needed))
         policy = TransformerPolicy.for_task(env.task, seed=seed, **config).to(device).eval()
     if eos_masked:
-        mask = np.ones(policy.vocab_size, dtype=bool)
-        mask[list(env.task.stop_ids)] = False
-        policy.set_action_mask(mask)
+        mask_stop_tokens(policy, env.task)
     return policy
+
+
+def mask_stop_tokens(policy: Any, task: Any) -> None:
+    """Forbid the task's stop tokens (EOS) to ``policy``: every episode then runs its whole budget."""
+    mask = np.ones(policy.vocab_size, dtype=bool)
+    mask[list(task.stop_ids)] = False
+    policy.set_action_mask(mask)
 
 
 def rollout_setup(

@@ -613,17 +613,19 @@ class LMPolicy(nn.Module):
         device = next(self.parameters()).device
         self.action_mask = None if mask is None else mask.to(device)
 
-    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+    def log_probs(self, logits: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         """``log_softmax(masked logits / temperature)`` over the last axis, float32, shape of ``logits``.
 
         The one definition of the policy's distribution: :meth:`sample` draws from it and the learners
         train it, so no top-k / min-length rule makes the scored distribution differ from the sampled
         one (the source of "negative KL" in RLHF). Disallowed tokens get the most negative finite float
         rather than -inf, so ``p * log p`` (entropy) and ``log π - log π_ref`` stay finite (0, not NaN).
+        ``temperature`` overrides the policy's own (e.g. to score a reference at another policy's).
         """
         logits = logits.float()
-        if self._temperature != 1.0:
-            logits = logits / self._temperature
+        temperature = self._temperature if temperature is None else float(temperature)
+        if temperature != 1.0:
+            logits = logits / temperature
         if self.action_mask is not None:
             logits = logits.masked_fill(~self.action_mask, torch.finfo(logits.dtype).min)
         return F.log_softmax(logits, dim=-1)
