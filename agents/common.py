@@ -84,6 +84,20 @@ def compute_gae(
     return adv, (adv + v) * m
 
 
+def leave_one_out_advantages(returns: torch.Tensor, k: int, scale_by_std: bool = False) -> torch.Tensor:
+    """Advantages for ``returns (G·k,)`` laid out group by group (``k`` consecutive rows per prompt).
+
+    RLOO: ``R_i − mean_{j≠i} R_j``. With ``scale_by_std`` (GRPO): ``(R_i − mean_j R_j) / (std_j R_j + ε)``.
+    """
+    if returns.numel() % k:
+        raise ValueError(f"{returns.numel()} returns do not split into groups of k={k}")
+    g = returns.view(-1, k)  # (G, k)
+    if scale_by_std:
+        return ((g - g.mean(1, keepdim=True)) / (g.std(1, unbiased=False, keepdim=True) + 1e-6)).view(-1)
+    baseline = (g.sum(1, keepdim=True) - g) / (k - 1)
+    return (g - baseline).view(-1)
+
+
 def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
     """Reward-to-go ``G_t = Σ_{k≥t} γ^(k-t) r_k`` per row (zero where ``mask`` is false)."""
     m = mask.to(rewards.dtype)
@@ -404,6 +418,9 @@ class OnPolicyAlgorithm:
 
     algo_name = "base"
     uses_value_head = True
+    # completions sampled per prompt in one rollout: k ≥ 2 draws n_envs / k prompts and repeats each k times
+    # (the group baselines of RLOO and of PPO(k=...)); 1 draws n_envs prompts independently
+    group_size = 1
 
     def __init__(
         self,
@@ -491,11 +508,20 @@ class OnPolicyAlgorithm:
 
     # ---- the loop ------------------------------------------------------------------------------------------
     def collect_rollouts(self) -> RolloutBatch:
-        """One batch of ``n_envs`` episodes, seeded by the iteration (replays identically on resume)."""
+        """One batch of ``n_envs`` episodes, seeded by the iteration (replays identically on resume).
+
+        With ``group_size`` k ≥ 2: ``n_envs / k`` prompts drawn from the train split, each repeated ``k``
+        times in consecutive rows.
+        """
         if self.collector is None:
             raise ValueError("this agent has no env; pass env=... to train it")
+        seed = iteration_seed(self.seed, self.iteration)
         self.policy.eval()
-        return self.collector.collect(seed=iteration_seed(self.seed, self.iteration))
+        if self.group_size == 1:
+            return self.collector.collect(seed=seed)
+        n_prompts = len(self.env.task.encoded(self.env.split))
+        groups = np.random.default_rng(seed).integers(n_prompts, size=self.n_envs // self.group_size)
+        return self.collector.collect(seed=seed, prompt_index=np.repeat(groups, self.group_size))
 
     def shaped_rewards(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Env rewards plus the per-token KL leash ``-β (log π − log π_ref)``; also each episode's KL."""

@@ -6,6 +6,13 @@ per token → GAE advantages from the value head → ``n_epochs`` passes over mi
 one full-sequence forward, with the clipped surrogate, a (clipped) value loss and an entropy bonus, stopping
 early when the approximate KL to the rollout policy exceeds ``max_approx_kl``.
 
+With ``k ≥ 2`` the critic is replaced by a group baseline, as GRPO (Shao et al. 2024) and TRL's RLOO trainer
+do: each rollout samples ``k`` completions of ``n_envs / k`` prompts, and a completion's advantage, shared by
+all its tokens, is its return minus the mean return of the other ``k − 1``; the update is the same clipped
+multi-epoch one. Use it where a value head cannot predict the return (its explained variance stays ≤ 0): on
+Translate-v0 the linear value probe's was −0.5 to −2, so its advantages were noisier than none, and PPO with
+the value head did not improve greedy chrF while ``k=4`` did (examples/eval_language.py).
+
 Example:
     >>> from agents import PPO, sft
     >>> policy = sft("TextEnv/Reverse-v0", steps=500)                            # doctest: +SKIP
@@ -25,6 +32,7 @@ from agents.common import (
     compute_gae,
     explained_variance,
     iteration_seed,
+    leave_one_out_advantages,
     masked_mean,
     masked_whiten,
 )
@@ -63,6 +71,8 @@ class PPO(OnPolicyAlgorithm):
         normalize_advantage: Whiten advantages over the batch's tokens.
         max_approx_kl: Stop the epochs early when the approximate KL to the rollout policy exceeds it
             (cleanrl's ``target_kl``; here ``target_kl`` is the KL leash's target, as in TRL).
+        k: Completions per prompt. 1 (default): GAE advantages from the value head. k ≥ 2 (``n_envs`` a
+            multiple of k): leave-one-out group advantages, the value head neither used nor trained.
     """
 
     algo_name = "ppo"
@@ -80,6 +90,7 @@ class PPO(OnPolicyAlgorithm):
         gae_lambda: float = 0.95,
         normalize_advantage: bool = True,
         max_approx_kl: float | None = 0.05,
+        k: int = 1,
         learning_rate: float = 2e-5,
         **kwargs: Any,
     ) -> None:
@@ -87,7 +98,14 @@ class PPO(OnPolicyAlgorithm):
             raise ValueError(f"n_epochs and batch_size must be ≥ 1, got {n_epochs}, {batch_size}")
         if not 0 < clip_range < 1:
             raise ValueError(f"clip_range must be in (0, 1), got {clip_range!r}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be an int ≥ 1 (completions per prompt), got {k!r}")
+        n_envs = kwargs.get("n_envs", 64)
+        if n_envs % k:
+            raise ValueError(f"n_envs ({n_envs}) must be a multiple of k ({k})")
         super().__init__(policy, env, learning_rate=learning_rate, **kwargs)
+        self.k = self.group_size = k
+        self.uses_value_head = k == 1
         self.n_epochs = n_epochs
         self.batch_size = batch_size
         self.clip_range = clip_range
@@ -99,14 +117,19 @@ class PPO(OnPolicyAlgorithm):
         self.hparams.update(
             n_epochs=n_epochs, batch_size=batch_size, clip_range=clip_range, clip_range_vf=clip_range_vf,
             vf_coef=vf_coef, gae_lambda=gae_lambda, normalize_advantage=normalize_advantage,
-            max_approx_kl=max_approx_kl, learning_rate=learning_rate,
+            max_approx_kl=max_approx_kl, k=k, learning_rate=learning_rate,
         )  # fmt: skip
 
     def train(self, batch: RolloutBatch) -> dict[str, float]:
         rewards, kl = self.shaped_rewards(batch)
         b_mask = batch.mask
         b_values = batch.values
-        b_advantages, b_returns = compute_gae(rewards, b_values, b_mask, self.gamma, self.gae_lambda)
+        if self.k == 1:
+            b_advantages, b_returns = compute_gae(rewards, b_values, b_mask, self.gamma, self.gae_lambda)
+        else:  # the group baseline: every token of a completion shares its leave-one-out advantage
+            seq_returns = (rewards * b_mask).sum(dim=1)  # (B,)
+            b_advantages = leave_one_out_advantages(seq_returns, self.k)[:, None] * b_mask
+            b_returns = None
         if self.normalize_advantage:
             b_advantages = masked_whiten(b_advantages, b_mask)
 
@@ -123,7 +146,9 @@ class PPO(OnPolicyAlgorithm):
                 pg_loss, approx_kl, clipfrac = clipped_surrogate(
                     new_logp, batch.logprobs[mb], b_advantages[mb], m, self.clip_range
                 )
-                if self.clip_range_vf is None:
+                if b_returns is None:  # no critic
+                    v_loss = torch.zeros((), device=pg_loss.device)
+                elif self.clip_range_vf is None:
                     v_loss = 0.5 * masked_mean((new_values - b_returns[mb]) ** 2, m)
                 else:  # PPO2's clipped value loss
                     v_clipped = b_values[mb] + torch.clamp(
@@ -151,7 +176,9 @@ class PPO(OnPolicyAlgorithm):
             "losses/entropy": float(np.mean(entropies)),
             "losses/approx_kl": float(np.mean(approx_kls)),
             "losses/clipfrac": float(np.mean(clipfracs)),
-            "losses/explained_variance": explained_variance(b_values, b_returns, b_mask),
+            "losses/explained_variance": (
+                float("nan") if b_returns is None else explained_variance(b_values, b_returns, b_mask)
+            ),
             "losses/stopped_early": float(stopped_early),
             "charts/kl": float(kl.mean()),
         }

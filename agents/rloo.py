@@ -15,25 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-import torch
-
-from agents.common import OnPolicyAlgorithm, iteration_seed
+from agents.common import OnPolicyAlgorithm, leave_one_out_advantages
 from agents.rollout import RolloutBatch
-
-
-def leave_one_out_advantages(returns: torch.Tensor, k: int, scale_by_std: bool = False) -> torch.Tensor:
-    """Advantages for ``returns (G·k,)`` laid out group by group (``k`` consecutive rows per prompt).
-
-    RLOO: ``R_i − mean_{j≠i} R_j``. With ``scale_by_std`` (GRPO): ``(R_i − mean_j R_j) / (std_j R_j + ε)``.
-    """
-    if returns.numel() % k:
-        raise ValueError(f"{returns.numel()} returns do not split into groups of k={k}")
-    g = returns.view(-1, k)  # (G, k)
-    if scale_by_std:
-        return ((g - g.mean(1, keepdim=True)) / (g.std(1, unbiased=False, keepdim=True) + 1e-6)).view(-1)
-    baseline = (g.sum(1, keepdim=True) - g) / (k - 1)
-    return (g - baseline).view(-1)
 
 
 class RLOO(OnPolicyAlgorithm):
@@ -64,18 +47,9 @@ class RLOO(OnPolicyAlgorithm):
             raise ValueError(f"n_envs ({n_envs}) must be a multiple of k ({k})")
         super().__init__(policy, env, learning_rate=learning_rate, **kwargs)
         self.k = k
+        self.group_size = k
         self.scale_by_std = scale_by_std
         self.hparams.update(k=k, scale_by_std=scale_by_std, learning_rate=learning_rate)
-
-    def collect_rollouts(self) -> RolloutBatch:
-        """``n_envs / k`` prompts drawn from the train split, each repeated ``k`` times."""
-        if self.collector is None:
-            raise ValueError("this agent has no env; pass env=... to train it")
-        seed = iteration_seed(self.seed, self.iteration)
-        n_prompts = len(self.env.task.encoded(self.env.split))
-        groups = np.random.default_rng(seed).integers(n_prompts, size=self.n_envs // self.k)
-        self.policy.eval()
-        return self.collector.collect(seed=seed, prompt_index=np.repeat(groups, self.k))
 
     def train(self, batch: RolloutBatch) -> dict[str, float]:
         rewards, kl = self.shaped_rewards(batch)

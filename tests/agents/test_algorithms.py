@@ -34,11 +34,11 @@ from agents.common import (
     compute_gae,
     discounted_returns,
     explained_variance,
+    leave_one_out_advantages,
     masked_mean,
     masked_whiten,
 )
 from agents.ppo import clipped_surrogate
-from agents.rloo import leave_one_out_advantages
 
 ALGOS = [PPO, RLOO, REINFORCE, A2C]
 ATOL = 1e-6
@@ -246,11 +246,26 @@ def test_leave_one_out_advantages_by_hand():
         leave_one_out_advantages(torch.zeros(8), 3)
 
 
-def test_rloo_rollouts_hold_k_copies_of_each_prompt(tiny_reverse_task, make_agent):
-    agent = make_agent(RLOO, tiny_reverse_task, n_envs=12, k=3)
+@pytest.mark.parametrize("algo", [RLOO, PPO], ids=algo_id)
+def test_group_rollouts_hold_k_copies_of_each_prompt(tiny_reverse_task, make_agent, algo):
+    agent = make_agent(algo, tiny_reverse_task, n_envs=12, k=3)
     batch = agent.collect_rollouts()
     groups = batch.prompt_index.reshape(4, 3)
     assert (groups == groups[:, :1]).all()
+    assert len(np.unique(groups[:, 0])) > 1  # different prompts across groups
+
+
+def test_ppo_with_k_uses_the_group_baseline_and_leaves_the_value_head_alone(one_step_task, make_agent):
+    agent = make_agent(PPO, one_step_task, n_envs=32, k=4, learning_rate=1e-2)
+    head = {k: v.clone() for k, v in agent.policy.model.value_head.state_dict().items()}
+    embedding = agent.policy.model.wte.weight.detach().clone()
+    agent.learn(32 * 3)
+    row = agent.logger.rows[-1]
+    assert np.isnan(row["losses/explained_variance"]) and row["losses/value_loss"] == 0.0
+    for k, v in agent.policy.model.value_head.state_dict().items():
+        torch.testing.assert_close(v, head[k], atol=0, rtol=0)  # no critic: the head is not trained
+    assert not torch.equal(agent.policy.model.wte.weight, embedding)  # the policy is
+    assert agent.hparams["k"] == 4 and not agent.uses_value_head
 
 
 # ---- training helpers --------------------------------------------------------------------------------------
@@ -282,15 +297,18 @@ def test_ppo_stops_its_epochs_early_when_the_approximate_kl_is_exceeded(one_step
 
 
 # ---- learning ----------------------------------------------------------------------------------------------
-# (algorithm, iterations of 32 one-token episodes); PPO reuses each batch for 4 epochs, so needs fewer
-LEARNING_BUDGETS = [(PPO, 40), (RLOO, 80), (REINFORCE, 80), (A2C, 80)]
+# (algorithm, its arguments, iterations of 32 one-token episodes); PPO reuses each batch for several epochs,
+# so needs fewer
+LEARNING_BUDGETS = [(PPO, {}, 40), (PPO, {"k": 4}, 40), (RLOO, {}, 80), (REINFORCE, {}, 80), (A2C, {}, 80)]
 
 
 @pytest.mark.parametrize(
-    ("algo", "iterations"), LEARNING_BUDGETS, ids=[a.__name__ for a, _ in LEARNING_BUDGETS]
+    ("algo", "kwargs", "iterations"), LEARNING_BUDGETS, ids=["PPO", "PPO-k4", "RLOO", "REINFORCE", "A2C"]
 )
-def test_every_agent_raises_the_reward_on_a_one_step_task(one_step_task, make_agent, algo, iterations):
-    agent = make_agent(algo, one_step_task, n_envs=32, learning_rate=5e-3)
+def test_every_agent_raises_the_reward_on_a_one_step_task(
+    one_step_task, make_agent, algo, kwargs, iterations
+):
+    agent = make_agent(algo, one_step_task, n_envs=32, learning_rate=5e-3, **kwargs)
     before = agent.evaluate(n_episodes=4)["success_rate"]
     assert agent.learn(32 * iterations) is agent
     curve = [r["charts/success_rate"] for r in agent.logger.rows]
@@ -526,6 +544,9 @@ def test_load_errors_are_clear(one_step_task, make_agent, tmp_path):
         (REINFORCE, {"policy": "gpt-17"}, "unknown policy 'gpt-17'"),
         (RLOO, {"n_envs": 6, "k": 4}, r"n_envs \(6\) must be a multiple of k \(4\)"),
         (RLOO, {"k": 1}, "k must be"),
+        (PPO, {"n_envs": 6, "k": 4}, r"n_envs \(6\) must be a multiple of k \(4\)"),
+        (PPO, {"k": 0}, "k must be an int ≥ 1"),
+        (PPO, {"k": True}, "k must be an int ≥ 1"),
         (PPO, {"learning_rate": 0.0}, "learning_rate"),
         (A2C, {"gamma": 1.5}, "gamma"),
         (PPO, {"clip_range": 1.5}, "clip_range"),
