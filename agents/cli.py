@@ -124,6 +124,11 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--learning-rate", type=float, default=None, help="default: the algorithm's")
     p.add_argument("--kl-coef", type=float, default=0.0, help="initial β of the KL leash to the SFT policy")
     p.add_argument("--target-kl", type=float, default=None, help="adaptive β target (per-episode KL)")
+    p.add_argument(
+        "--k", type=int, default=None,
+        help="completions per prompt (ppo, rloo): PPO with k ≥ 2 uses their group baseline instead of "
+        "the value head; default: the algorithm's (PPO 1, RLOO 4)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--out", default=None, help="run directory (default runs/<env>_<algo>_s<seed>)")
@@ -146,6 +151,8 @@ def _run_train(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown --algo {args.algo!r}; expected one of {sorted(ALGORITHMS)}")
     if args.total_timesteps < 0 or args.sft_steps < 0:
         raise ValueError("--total-timesteps and --sft-steps must be ≥ 0")
+    if args.k is not None and args.algo.lower() not in ("ppo", "rloo"):
+        raise ValueError(f"--k applies to ppo and rloo (completions per prompt), not --algo {args.algo!r}")
     if args.policy_kwargs is not None and not isinstance(args.policy_kwargs, dict):
         raise ValueError(f"--policy-kwargs must be a JSON object, got {args.policy_kwargs!r}")
     name = args.env.split("/")[-1]
@@ -170,6 +177,8 @@ def _run_train(args: argparse.Namespace) -> int:
             )  # fmt: skip
             print(f"SFT: {args.sft_steps} steps in {time.perf_counter() - t0:.1f}s")
         kwargs = {} if args.learning_rate is None else {"learning_rate": args.learning_rate}
+        if args.k is not None:
+            kwargs["k"] = args.k
         agent = algo_cls(
             policy, args.env, n_envs=args.n_envs, kl_coef=args.kl_coef, target_kl=args.target_kl,
             seed=args.seed,

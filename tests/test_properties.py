@@ -629,6 +629,7 @@ def values(*choices: str) -> st.SearchStrategy[str]:
 
 TRAIN_FLAGS = {
     "--algo": values("ppo", "rloo", "reinforce", "a2c", "PPO", "sac"),
+    "--k": values("1", "2", "0", "3"),
     "--learning-rate": values("1e-3", "0", "-1", "nan", "inf", "1e308"),
     "--kl-coef": values("0", "0.1", "-1", "nan", "inf"),
     "--target-kl": values("1", "0", "-1", "nan", "inf"),

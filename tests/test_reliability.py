@@ -347,6 +347,18 @@ TRAIN_ARGS = [
 ]  # fmt: skip
 
 
+def test_cli_train_ppo_with_a_group_baseline(tmp_path, capsys):
+    args = [*TRAIN_ARGS, "--k", "2", "--out", str(tmp_path)]
+    args[args.index("--total-timesteps") + 1] = "40"
+    assert cli_main(args) == 0
+    agent = PPO.load(tmp_path)
+    assert agent.k == 2 and agent.hparams["k"] == 2
+    assert "trained" in capsys.readouterr().out
+    assert cli_main([*TRAIN_ARGS, "--algo", "a2c", "--k", "2", "--out", str(tmp_path / "a2c")]) == 2
+    assert "--k applies to ppo and rloo" in capsys.readouterr().err
+    assert not (tmp_path / "a2c").exists()
+
+
 def final_state(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     ckpt = latest_checkpoint(directory)
     return read_json(ckpt / "state.json"), load_policy(ckpt / "policy").state_dict()
