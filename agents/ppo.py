@@ -9,9 +9,11 @@ early when the approximate KL to the rollout policy exceeds ``max_approx_kl``.
 With ``k ≥ 2`` the critic is replaced by a group baseline, as GRPO (Shao et al. 2024) and TRL's RLOO trainer
 do: each rollout samples ``k`` completions of ``n_envs / k`` prompts, and a completion's advantage, shared by
 all its tokens, is its return minus the mean return of the other ``k − 1``; the update is the same clipped
-multi-epoch one. Use it where a value head cannot predict the return (its explained variance stays ≤ 0): on
-Translate-v0 the linear value probe's was −0.5 to −2, so its advantages were noisier than none, and PPO with
-the value head did not improve greedy chrF while ``k=4`` did (examples/eval_language.py).
+multi-epoch one. Use it where a value head cannot predict the return (its explained variance, logged as
+``losses/explained_variance``, stays ≤ 0): on the language tasks the value head — a linear probe on the
+frozen trunk — reached −0.3 to −4 (Translate-v0) and −0.3 to −10 (Summarize-v0), its advantages were noisier
+than none, and PPO lost to its SFT start on some seeds where ``k=4`` gained on every seed tried
+(examples/eval_language.py records the runs).
 
 Example:
     >>> from agents import PPO, sft

@@ -89,16 +89,19 @@ def test_eval_language_script_writes_the_table(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "eval_language", module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
     out = tmp_path / "out"
-    argv = ["--tasks", "qa", "--n-eval", "8", "--scale", "0.01", "--jobs", "1", "--split", "validation"]
+    argv = ["--tasks", "qa", "--n-eval", "8", "--scale", "0.01", "--jobs", "1", "--split", "validation",
+            "--rl-seed", "2"]  # fmt: skip
     log = module.main([*argv, "--out-dir", str(out)])
     results = log["qa"]["results"]
     assert set(results) == set(module.STAGES)
+    assert log["qa"]["budget"]["rl_seed"] == 2 and log["qa"]["budget"]["ppo"]["k"] == 4
     for row in results.values():
         assert (
             0.0 <= row["metrics"]["exact_match"] <= 1.0
             and 0.0 <= row["metrics_sampled"]["exact_match"] <= 1.0
         )
         assert math.isfinite(row["perplexity"]) and row["perplexity"] >= 1.0
-    table = (out / "language_eval_partial_validation.md").read_text(encoding="utf-8")
+    table = (out / "language_eval_partial_validation_seed2.md").read_text(encoding="utf-8")
     assert table.startswith("Validation split, the first 8 prompts per task")
+    assert "RL seed 2." in table and "group baseline (k = 4 samples per prompt)" in table
     assert table.count("| qa |") == 4 and "**qa** (SFT+PPO > SFT, greedy decoding)" in table
