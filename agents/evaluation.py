@@ -55,8 +55,9 @@ def evaluate_generation(
         n_samples: How many (prompt, completion, reference) examples to include.
 
     Returns:
-        ``{"metrics": {name: mean}, "mean_return", "success_rate", "perplexity", "distinct_1", "distinct_2",
-        "mean_length", "episodes", "samples": [...]}``.
+        ``{"metrics": {name: mean}, "per_prompt": {name: [score of each prompt]}, "mean_return",
+        "success_rate", "perplexity", "distinct_1", "distinct_2", "mean_length", "episodes",
+        "samples": [...]}`` (``per_prompt`` follows the split's order, so two policies' lists pair up).
     """
     base = env if isinstance(env, TextGenVectorEnv) else make_rollout_env(env, 1)
     task = base.task
@@ -91,7 +92,8 @@ def evaluate_generation(
             ntok += int(m.sum())
     examples = task.examples(split)[:n]
     names = list(metrics if metrics is not None else task.metrics)
-    scored = {}
+    scored: dict[str, float] = {}
+    per_prompt: dict[str, list[float]] = {}
     if names:
         rb = RewardBatch.from_texts(
             [e.prompt for e in examples],
@@ -104,10 +106,13 @@ def evaluate_generation(
             metadata=[e.metadata for e in examples],
         )
         for name in names:
-            scored[name] = float(np.mean(reward_registry.make(name)(rb)))
+            values = reward_registry.make(name)(rb)
+            scored[name] = float(np.mean(values))
+            per_prompt[name] = [float(v) for v in values]
     succ = np.concatenate(success)
     return {
         "metrics": scored,
+        "per_prompt": per_prompt,
         "mean_return": float(np.concatenate(returns).mean()),
         "success_rate": float(np.nanmean(succ)) if not np.isnan(succ).all() else float("nan"),
         "perplexity": math.exp(nll / ntok) if ntok else float("nan"),

@@ -137,7 +137,8 @@ def evaluate(
         policy, task, n_episodes=n_eval, split=split, deterministic=budget.deterministic_eval,
         reference=reference, metrics=budget.metrics, seed=1234, n_samples=3,
     )  # fmt: skip
-    out = {k: r[k] for k in ("metrics", "perplexity", "distinct_1", "distinct_2", "mean_length", "samples")}
+    keep = ("metrics", "per_prompt", "perplexity", "distinct_1", "distinct_2", "mean_length", "samples")
+    out = {k: r[k] for k in keep}
     if budget.deterministic_eval:
         # the policy RL trains is the sampled one: score it too, every row at the temperature RL samples at
         previous, policy.temperature = policy.temperature, budget.ppo.get("temperature", 1.0)
@@ -207,17 +208,33 @@ def _summary(row: dict[str, Any]) -> str:
     return f"{m} ppl={row['perplexity']:.2f} d1={row['distinct_1']:.3f} d2={row['distinct_2']:.3f}"
 
 
+def paired_difference(results: dict[str, Any], stage: str, key: str) -> dict[str, float] | None:
+    """Mean and standard error of ``stage − sft`` in metric ``key`` over the same prompts (None without
+    per-prompt scores). The standard error of a paired difference is far smaller than either row's own
+    spread: the prompts' difficulty cancels."""
+    a = results[stage].get("per_prompt", {}).get(key)
+    b = results["sft"].get("per_prompt", {}).get(key)
+    if not a or not b or len(a) != len(b) or len(a) < 2:
+        return None
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    mean = sum(d) / len(d)
+    var = sum((x - mean) ** 2 for x in d) / (len(d) - 1)
+    return {"mean": mean, "se": math.sqrt(var / len(d)), "n": len(d)}
+
+
 def bar(name: str, results: dict[str, Any]) -> dict[str, Any]:
     """The issue's bar for one task, measured: Sentiment needs P(positive) ≥ 0.9 after SFT + PPO with
-    perplexity under the SFT policy ≤ 1.5× the SFT policy's own; the others need SFT + PPO above SFT."""
+    perplexity under the SFT policy ≤ 1.5× the SFT policy's own; the others need SFT + PPO above SFT.
+    Each also records the paired difference to SFT (mean ± standard error over the same prompts)."""
     key = PRIMARY[name]
     sft_m, ppo_m = results["sft"]["metrics"][key], results["sft+ppo"]["metrics"][key]
+    paired = {st: paired_difference(results, st, key) for st in ("sft+ppo", "sft+rloo")}
     if name == "sentiment":
         ratio = results["sft+ppo"]["perplexity"] / results["sft"]["perplexity"]
         return {
             "metric": key, "sft": sft_m, "sft+ppo": ppo_m, "perplexity_ratio": ratio,
             "passed": bool(ppo_m >= 0.9 and ratio <= 1.5),
-            "rule": "P(positive) >= 0.9 and perplexity <= 1.5x SFT's",
+            "rule": "P(positive) >= 0.9 and perplexity <= 1.5x SFT's", "paired": paired,
         }  # fmt: skip
     return {
         "metric": key,
@@ -225,6 +242,7 @@ def bar(name: str, results: dict[str, Any]) -> dict[str, Any]:
         "sft+ppo": ppo_m,
         "passed": bool(ppo_m > sft_m),
         "rule": "SFT+PPO > SFT, greedy decoding",
+        "paired": paired,
         "sampled": {st: results[st]["metrics_sampled"][key] for st in ("sft", "sft+ppo", "sft+rloo")},
     }
 
@@ -268,6 +286,16 @@ def markdown(log: dict[str, Any], meta: dict[str, Any]) -> str:
                 f" (sampled at RL's temperature: {sm['sft']:.3f} → {sm['sft+ppo']:.3f} PPO, "
                 f"{sm['sft+rloo']:.3f} RLOO)"
             )
+        diffs = [
+            f"{who} {d['mean']:+.3f} ± {d['se']:.3f}"
+            for who, d in (
+                ("PPO", b.get("paired", {}).get("sft+ppo")),
+                ("RLOO", b.get("paired", {}).get("sft+rloo")),
+            )
+            if d
+        ]
+        if diffs:
+            extra += f"; paired difference to SFT ± its standard error: {', '.join(diffs)}"
         bars.append(
             f"- **{name}** ({b['rule']}): {label} {b['sft']:.3f} → {b['sft+ppo']:.3f}{extra}: "
             f"{'met' if b['passed'] else 'missed'}"

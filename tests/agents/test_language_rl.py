@@ -66,6 +66,9 @@ def test_sft_then_ppo_with_kl_runs_and_evaluates(name: str, build_task) -> None:
     )
     expected = set(metrics or task.metrics)
     assert set(report["metrics"]) == expected and len(expected) >= 1
+    for k in expected:  # per-prompt scores, in the split's order, average to the metric
+        assert len(report["per_prompt"][k]) == 4
+        assert np.mean(report["per_prompt"][k]) == pytest.approx(report["metrics"][k])
     assert all(0.0 <= v <= 1.0 for v in report["metrics"].values())
     assert 1.0 < report["perplexity"] < np.inf
     assert 0.0 <= report["distinct_1"] <= 1.0 and 0.0 <= report["distinct_2"] <= 1.0
@@ -104,4 +107,13 @@ def test_eval_language_script_writes_the_table(tmp_path, monkeypatch):
     table = (out / "language_eval_partial_validation_seed2.md").read_text(encoding="utf-8")
     assert table.startswith("Validation split, the first 8 prompts per task")
     assert "RL seed 2." in table and "group baseline (k = 4 samples per prompt)" in table
+    paired = log["qa"]["bar"]["paired"]["sft+ppo"]
+    assert paired["n"] == 8 and "paired difference to SFT ± its standard error: PPO" in table
+    # the paired difference by hand: differences [1, 0, 0, 0] → mean 0.25, sample variance 0.25, s.e. 0.25
+    by_hand = {
+        "sft": {"per_prompt": {"m": [0.0, 1.0, 0.0, 1.0]}},
+        "x": {"per_prompt": {"m": [1.0, 1.0, 0.0, 1.0]}},
+    }
+    assert module.paired_difference(by_hand, "x", "m") == pytest.approx({"mean": 0.25, "se": 0.25, "n": 4})
+    assert module.paired_difference({"sft": {}, "x": {}}, "x", "m") is None
     assert table.count("| qa |") == 4 and "**qa** (SFT+PPO > SFT, greedy decoding)" in table
