@@ -18,7 +18,7 @@ and its metric is the mean positive probability of the learned review classifier
 (:func:`text_env.rewards.classifier.default_review_classifier_dir`), the reward it was trained on.
 
 Everything is seeded; one thread (fastest for this model on 2 shared CPU cores). The default budgets run
-the whole table in about 13 minutes on 2 cores (two tasks at a time, one process each, ``--jobs 2``):
+the whole table in about 17 minutes on 2 cores (two tasks at a time, one process each, ``--jobs 2``):
 
     python examples/eval_language.py                      # all four tasks → examples/results/language_eval.*
     python examples/eval_language.py --tasks qa --n-eval 100
