@@ -98,6 +98,16 @@ def leave_one_out_advantages(returns: torch.Tensor, k: int, scale_by_std: bool =
     return (g - baseline).view(-1)
 
 
+def check_group_size(k: Any, n_envs: Any, minimum: int) -> int:
+    """``k`` completions per prompt, validated: an int ≥ ``minimum`` that divides ``n_envs`` (the rollout
+    holds ``n_envs / k`` groups of ``k``). Raises ValueError naming the bad value."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < minimum:
+        raise ValueError(f"k must be an int ≥ {minimum} (completions per prompt), got {k!r}")
+    if n_envs % k:
+        raise ValueError(f"n_envs ({n_envs}) must be a multiple of k ({k})")
+    return k
+
+
 def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
     """Reward-to-go ``G_t = Σ_{k≥t} γ^(k-t) r_k`` per row (zero where ``mask`` is false)."""
     m = mask.to(rewards.dtype)
@@ -420,7 +430,7 @@ class OnPolicyAlgorithm:
     uses_value_head = True
     # completions sampled per prompt in one rollout: k ≥ 2 draws n_envs / k prompts and repeats each k times
     # (the group baselines of RLOO and of PPO(k=...)); 1 draws n_envs prompts independently
-    group_size = 1
+    k = 1
 
     def __init__(
         self,
@@ -510,18 +520,18 @@ class OnPolicyAlgorithm:
     def collect_rollouts(self) -> RolloutBatch:
         """One batch of ``n_envs`` episodes, seeded by the iteration (replays identically on resume).
 
-        With ``group_size`` k ≥ 2: ``n_envs / k`` prompts drawn from the train split, each repeated ``k``
+        With ``k`` ≥ 2: ``n_envs / k`` prompts drawn from the train split, each repeated ``k``
         times in consecutive rows.
         """
         if self.collector is None:
             raise ValueError("this agent has no env; pass env=... to train it")
         seed = iteration_seed(self.seed, self.iteration)
         self.policy.eval()
-        if self.group_size == 1:
+        if self.k == 1:
             return self.collector.collect(seed=seed)
         n_prompts = len(self.env.task.encoded(self.env.split))
-        groups = np.random.default_rng(seed).integers(n_prompts, size=self.n_envs // self.group_size)
-        return self.collector.collect(seed=seed, prompt_index=np.repeat(groups, self.group_size))
+        groups = np.random.default_rng(seed).integers(n_prompts, size=self.n_envs // self.k)
+        return self.collector.collect(seed=seed, prompt_index=np.repeat(groups, self.k))
 
     def shaped_rewards(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Env rewards plus the per-token KL leash ``-β (log π − log π_ref)``; also each episode's KL."""

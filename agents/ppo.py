@@ -31,6 +31,7 @@ import torch
 
 from agents.common import (
     OnPolicyAlgorithm,
+    check_group_size,
     compute_gae,
     explained_variance,
     iteration_seed,
@@ -100,13 +101,9 @@ class PPO(OnPolicyAlgorithm):
             raise ValueError(f"n_epochs and batch_size must be ≥ 1, got {n_epochs}, {batch_size}")
         if not 0 < clip_range < 1:
             raise ValueError(f"clip_range must be in (0, 1), got {clip_range!r}")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an int ≥ 1 (completions per prompt), got {k!r}")
-        n_envs = kwargs.get("n_envs", 64)
-        if n_envs % k:
-            raise ValueError(f"n_envs ({n_envs}) must be a multiple of k ({k})")
+        k = check_group_size(k, kwargs.get("n_envs", 64), minimum=1)
         super().__init__(policy, env, learning_rate=learning_rate, **kwargs)
-        self.k = self.group_size = k
+        self.k = k
         self.uses_value_head = k == 1
         self.n_epochs = n_epochs
         self.batch_size = batch_size

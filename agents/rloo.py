@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.common import OnPolicyAlgorithm, leave_one_out_advantages
+from agents.common import OnPolicyAlgorithm, check_group_size, leave_one_out_advantages
 from agents.rollout import RolloutBatch
 
 
@@ -40,14 +40,9 @@ class RLOO(OnPolicyAlgorithm):
         learning_rate: float = 3e-5,
         **kwargs: Any,
     ) -> None:
-        n_envs = kwargs.get("n_envs", 64)
-        if not isinstance(k, int) or k < 2:
-            raise ValueError(f"k must be an int ≥ 2, got {k!r}")
-        if n_envs % k:
-            raise ValueError(f"n_envs ({n_envs}) must be a multiple of k ({k})")
+        k = check_group_size(k, kwargs.get("n_envs", 64), minimum=2)
         super().__init__(policy, env, learning_rate=learning_rate, **kwargs)
         self.k = k
-        self.group_size = k
         self.scale_by_std = scale_by_std
         self.hparams.update(k=k, scale_by_std=scale_by_std, learning_rate=learning_rate)
 
