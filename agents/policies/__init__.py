@@ -61,6 +61,16 @@ def load_policy(directory: str | os.PathLike, **kwargs: Any) -> LMPolicy:
     )
 
 
+def migrate_policy(directory: str | os.PathLike) -> Path:
+    """Give a policy saved by text-env 0.1 (no manifest) its manifest, after checking that it loads."""
+    from text_env.persistence import write_manifest
+
+    d = Path(directory)
+    load_policy(d)  # every file is validated as before
+    write_manifest(d, "policy", 1)
+    return d
+
+
 __all__ = [
     "HFCache",
     "HFPolicy",
@@ -71,4 +81,5 @@ __all__ = [
     "TransformerLM",
     "TransformerPolicy",
     "load_policy",
+    "migrate_policy",
 ]
