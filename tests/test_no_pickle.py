@@ -28,6 +28,7 @@ from agents import PPO
 from agents.cli import main as cli_main
 from agents.policies import TransformerPolicy
 from agents.policies.transformer import read_safetensors, write_safetensors
+from text_env.persistence import write_manifest
 from text_env.tasks.base import Task
 
 torch.set_num_threads(1)
@@ -364,6 +365,7 @@ def test_a_loaded_policy_with_nan_weights_fails_clearly_when_sampling(saved_run,
     _edit_tensors(
         ckpt / "policy" / "model.safetensors", lambda t: t.update({k: v * float("nan") for k, v in t.items()})
     )
+    write_manifest(ckpt / "policy", "policy", 2)  # as if written so: save itself refuses NaN weights
     agent = PPO.load(run, env=_task())  # NaN is a valid float: loading cannot tell
     with pytest.raises(ValueError, match="not finite"):
         agent.learn(8, reset_num_timesteps=False)

@@ -12,12 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agents.policies.transformer import (
-    TransformerConfig,
-    TransformerLM,
-    TransformerPolicy,
-    _whole_cache_decode,
-)
+from agents.policies.model import _whole_cache_decode
+from agents.policies.transformer import TransformerConfig, TransformerLM, TransformerPolicy
 from agents.rollout import RolloutCollector, auto_num_threads, make_rollout_env, torch_threads
 from text_env.tokenizers import CharTokenizer
 
