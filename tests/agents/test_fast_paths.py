@@ -53,6 +53,29 @@ def test_the_whole_cache_path_is_chosen_only_where_it_pays():
 
 
 @torch.inference_mode()
+def test_the_model_hands_the_attention_an_explicit_whole_cache_mask():
+    """The path is chosen by the mask's type (WholeCacheDecode), not by a float dtype of a plain tensor."""
+    from agents.policies.model import WholeCacheDecode
+
+    model = make_policy().model
+    ids, mask, _ = prompts()
+    tight = model.new_cache(B, max_len=ids.shape[1] + 2)
+    model.prefill(ids, mask, tight)
+    _, attn = model._positions_and_mask(torch.full((B, 1), 5), None, tight)
+    assert isinstance(attn, WholeCacheDecode) and attn.bias.shape == (B, 1, 1, tight.max_len)
+    assert attn.bias.dtype == torch.float32 and bool((attn.bias[:, 0, 0] == 0).eq(tight.key_mask).all())
+    roomy = model.new_cache(B, max_len=8 * ids.shape[1])
+    model.prefill(ids, mask, roomy)
+    _, attn = model._positions_and_mask(torch.full((B, 1), 5), None, roomy)
+    assert isinstance(attn, torch.Tensor) and attn.dtype == torch.bool  # SDPA's boolean mask
+    # a float tensor is SDPA's additive mask like any other, never taken for the whole-cache path
+    x = torch.randn(B, 1, 32)
+    float_mask = torch.zeros(B, 1, 1, roomy.pos + 1)
+    with no_sdpa(), pytest.raises(AssertionError, match="SDPA was used"):
+        model.h[0].attn(x, float_mask, roomy)
+
+
+@torch.inference_mode()
 def test_whole_cache_decoding_equals_the_uncached_forward():
     policy = make_policy()
     ids, mask, rows = prompts()

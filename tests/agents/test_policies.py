@@ -301,6 +301,46 @@ def test_for_task_sizes_policy_from_task():
         TransformerPolicy.for_task(task, max_seq_len=needed - 1)
 
 
+def test_both_policies_speak_the_protocol_and_share_the_base():
+    from agents.policies import LMPolicy, LMPolicyBase
+
+    policy = make_policy()
+    assert isinstance(policy, LMPolicy) and isinstance(policy, LMPolicyBase)
+    assert not isinstance(torch.nn.Linear(2, 2), LMPolicy)
+    if HAVE_TRANSFORMERS:
+        hf = make_hf_policy()
+        assert isinstance(hf, LMPolicy) and isinstance(hf, LMPolicyBase)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("masked", [True, False])
+def test_state_shapes_are_those_of_the_built_model(bias, masked):
+    config = TransformerConfig(vocab_size=V, n_layer=3, n_head=2, n_embd=16, max_seq_len=9, bias=bias)
+    policy = TransformerPolicy(TransformerLM(config), TOK, action_mask=np.ones(V) if masked else None)
+    real = {k: tuple(v.shape) for k, v in policy.state_dict().items()}
+    assert TransformerPolicy.state_shapes(config, masked) == real
+
+
+def test_the_policy_modules_docstring_examples_run():
+    import doctest
+
+    import agents.policies
+    import agents.policies.base
+    import agents.policies.cache
+    import agents.policies.model
+    import agents.policies.transformer
+
+    for module in (
+        agents.policies,
+        agents.policies.base,
+        agents.policies.cache,
+        agents.policies.model,
+        agents.policies.transformer,
+    ):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
 def test_config_validation_and_round_trip():
     config = TransformerConfig(vocab_size=10, n_layer=3)
     assert TransformerConfig.from_dict(config.to_dict()) == config
