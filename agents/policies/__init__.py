@@ -91,8 +91,9 @@ def load_policy(directory: str | os.PathLike, **kwargs: Any) -> LMPolicy:
     d = Path(directory)
     try:
         cls = _policy_class(d)
-    except ValueError:
+    except (ValueError, FileNotFoundError):
         # a tampered or old directory: say so (naming the file) rather than only that the class is unknown
+        # or that config.json is missing
         verify_policy_directory(d)
         raise
     return cls.load(d, **kwargs)

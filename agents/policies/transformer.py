@@ -41,6 +41,9 @@ from agents.policies.base import (
 from agents.policies.cache import KVCache, SlotCache
 from agents.policies.model import (
     CONFIG_LIMITS,
+    MLP,
+    Block,
+    CausalSelfAttention,
     TransformerConfig,
     TransformerLM,
     WholeCacheDecode,
@@ -252,6 +255,9 @@ class TransformerPolicy(LMPolicyBase):
 __all__ = [
     "CONFIG_LIMITS",
     "FORMAT_VERSION",
+    "MLP",
+    "Block",
+    "CausalSelfAttention",
     "KVCache",
     "LMPolicy",
     "LMPolicyBase",

@@ -117,6 +117,7 @@ TAMPERING = [
     ),
     ("edited config", "config.json", lambda p: edit_json(p, lambda d: d.update(temperature=2.0))),
     ("emptied weights", "model.safetensors", lambda p: p.write_bytes(b"")),
+    ("removed config", "config.json", lambda p: p.unlink()),
     (
         "weights swapped from another policy of the same shapes",
         "model.safetensors",
