@@ -274,9 +274,12 @@ def tokenizer_from_dict(data: dict[str, Any], base_dir: str | os.PathLike | None
 
         return BPETokenizer(HFTok.from_str(json.dumps(data["tokenizer"])))
     if kind == "hf":
+        from text_env.persistence import resolve_inside
+
+        # the directory is read from the file: it must stay beside it (no absolute path, '..' or symlink)
+        directory = resolve_inside(base_dir or ".", data.get("directory"), what="hf tokenizer directory")
         from transformers import AutoTokenizer
 
-        directory = Path(base_dir or ".") / data["directory"]
         return HFTokenizer(AutoTokenizer.from_pretrained(directory, local_files_only=True), directory)
     raise ValueError(f"unknown tokenizer type {kind!r}; expected one of 'char', 'bpe', 'hf'")
 
