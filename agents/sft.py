@@ -73,8 +73,27 @@ def cache_root() -> Path:
     return Path(os.environ.get("TEXT_ENV_CACHE", Path.home() / ".cache" / "text_env"))
 
 
-def task_of(env: Any) -> Task:
-    """The Task behind an env id (``"TextEnv/Reverse-v0"``), a task name, a Task, or an env object."""
+def task_of(env: Any, tokenizer: Any = None) -> Task:
+    """The Task behind an env id (``"TextEnv/Reverse-v0"``), a task name, a Task, or an env object.
+
+    With ``tokenizer`` (an HF policy's), the task speaks it (:func:`agents.rollout.task_with_tokenizer`); a
+    Task or env of another tokenizer raises ``ValueError``.
+    """
+    if tokenizer is not None:
+        from agents.rollout import task_with_tokenizer
+
+        if isinstance(env, str) and env.split(":")[-1].startswith("TextEnv/"):
+            import text_env  # noqa: F401  (registers the ids)
+
+            try:
+                spec = gym.spec(env.split(":")[-1])
+            except gym.error.Error as e:
+                raise ValueError(f"unknown env id {env!r}: {e}") from e
+            kwargs = dict(spec.kwargs)
+            if "task" not in kwargs:
+                raise ValueError(f"{env!r} has no built-in task; pass the Task (or a file path) instead")
+            return task_with_tokenizer(kwargs.pop("task"), tokenizer, **kwargs)
+        return task_with_tokenizer(task_of(env), tokenizer)
     if isinstance(env, Task):
         return env
     if hasattr(env, "unwrapped") and hasattr(env.unwrapped, "task"):
@@ -100,17 +119,21 @@ def encode_demonstrations(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``[BOS] prompt completion [EOS]`` rows, right-padded: ``ids (N, L)``, ``attention (N, L)`` and
     ``loss_mask (N, L)`` marking the targets (completion tokens and EOS) at the positions that predict
-    them."""
+    them. With an HF tokenizer the prompt part is the env's, ``tokenizer.encode_prompt`` (BOS only where
+    the tokenizer adds one; the chat template if enabled)."""
     tok = task.tokenizer
     demos = task.demonstrations(split)
     if not demos:
         raise ValueError(f"task {task.name!r} has no demonstrations in split {split!r}; SFT needs references")
-    prompts = tok.encode_batch([p for p, _ in demos])
+    if hasattr(tok, "encode_prompts"):  # the env's own prompt ids (an HF tokenizer: BOS, chat template)
+        prompts = tok.encode_prompts([p for p, _ in demos])
+    else:
+        prompts = [[tok.bos_id, *p] for p in tok.encode_batch([p for p, _ in demos])]
     completions = tok.encode_batch([c for _, c in demos])
-    rows = [[tok.bos_id, *p, *c, tok.eos_id] for p, c in zip(prompts, completions)]
+    rows = [[*p, *c, tok.eos_id] for p, c in zip(prompts, completions)]
     ids, lengths = pad_ragged(rows, pad=tok.pad_id)
     pos = np.arange(ids.shape[1])[None, :]
-    start = np.array([1 + len(p) for p in prompts])[:, None]  # index of the first completion token
+    start = np.array([len(p) for p in prompts])[:, None]  # index of the first completion token
     # position j predicts token j+1: targets are tokens start..length-1, predicted from positions start-1..
     loss_mask = (pos >= start - 1) & (pos < lengths[:, None] - 1)
     attention = pos < lengths[:, None]
@@ -121,11 +144,19 @@ def sft_loss(
     policy: Any, ids: torch.Tensor, attention: torch.Tensor, loss_mask: torch.Tensor
 ) -> torch.Tensor:
     """Mean next-token cross-entropy over the masked positions, under the policy's own distribution
-    (``policy.log_probs``: temperature and action mask included, as RL will sample it)."""
-    logits, _ = policy(ids, attention)  # (B, L, V)
-    logp = policy.log_probs(logits[:, :-1])  # (B, L-1, V)
+    (``policy.log_probs``: temperature and action mask included, as RL will sample it). A policy with
+    ``action_hidden`` (an HF policy) is scored in chunks of columns, never holding the (B × L × V) logits."""
     target = ids[:, 1:]
-    nll = -logp.gather(-1, target[..., None]).squeeze(-1)  # (B, L-1)
+    trunk = policy.action_hidden(ids, attention, 1) if hasattr(policy, "action_hidden") else None
+    if trunk is not None:
+        from agents.rollout import chunked_action_scores
+
+        lp, _ = chunked_action_scores(policy, trunk[0], target, entropy=None)  # (B, L-1)
+        nll = -lp
+    else:
+        logits, _ = policy(ids, attention)  # (B, L, V)
+        logp = policy.log_probs(logits[:, :-1])  # (B, L-1, V)
+        nll = -logp.gather(-1, target[..., None]).squeeze(-1)  # (B, L-1)
     m = loss_mask[:, :-1].float()
     return (nll * m).sum() / m.sum().clamp_min(1.0)
 
@@ -149,8 +180,10 @@ def sft(
     Args:
         env: An env id, task name, Task, or env whose task supplies the demonstrations.
         steps: Gradient steps.
-        policy: A policy to start from (not cached: its weights are not part of the key); None builds
-            ``TransformerPolicy.for_task(task, **policy_kwargs)`` seeded with ``seed`` (cached).
+        policy: A policy to start from (not cached: its weights are not part of the key), or a name of
+            :data:`agents.pretrained.NAMED_POLICIES` (``"smollm2"``: its ``policy_kwargs`` are HFPolicy
+            switches, e.g. ``{"lora": {"r": 16}}``); an HF policy trains on the task in its own tokenizer.
+            None builds ``TransformerPolicy.for_task(task, **policy_kwargs)`` seeded with ``seed`` (cached).
         batch_size: Demonstrations per step.
         learning_rate: Peak AdamW learning rate (linear warmup, cosine decay to 10%).
         warmup: Warmup steps.
@@ -163,14 +196,19 @@ def sft(
 
     The settings are validated as an :class:`SFTConfig`.
     """
+    from agents.on_policy import policy_env_tokenizer
     from agents.policies import TransformerPolicy, load_policy
+    from agents.pretrained import NAMED_POLICIES, load_named_policy
 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an int ≥ 0, got {steps!r}")
     SFTConfig(steps, batch_size, learning_rate, warmup, seed, dict(policy_kwargs or {}), split)  # validates
-    task = task_of(env)
     dev = resolve_device(device)
     policy_kwargs = dict(policy_kwargs or {})
+    if isinstance(policy, str) and policy in NAMED_POLICIES:  # smollm2: policy_kwargs are HFPolicy switches
+        torch.manual_seed(seed)
+        policy = load_named_policy(policy, **(policy_kwargs if policy == "smollm2" else {}))
+    task = task_of(env, policy_env_tokenizer(policy) if policy is not None else None)
     cache_dir = None
     if policy is None and cache:
         key = {
@@ -191,7 +229,10 @@ def sft(
     ids, attention, loss_mask = (t.to(dev) for t in encode_demonstrations(task, split))
     n = ids.shape[0]
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    opt = torch.optim.AdamW(policy.parameters(), lr=learning_rate, weight_decay=0.01)
+    # only what trains (a LoRA policy's adapters and value head): AdamW keeps no state for the frozen base
+    opt = torch.optim.AdamW(
+        [p for p in policy.parameters() if p.requires_grad], lr=learning_rate, weight_decay=0.01
+    )
 
     def lr_at(step: int) -> float:
         if step < warmup:

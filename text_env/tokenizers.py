@@ -226,40 +226,157 @@ class BPETokenizer(_TokenizerBase):
 class HFTokenizer(_TokenizerBase):
     """Adapter for a ``transformers`` tokenizer (``PreTrainedTokenizerBase``).
 
-    A tokenizer without a pad token reuses its EOS as pad, as GPT-2-style models do; one without a BOS
-    reuses EOS as BOS. Saving writes the HF files into a directory plus a small JSON pointer.
+    Special ids:
+
+    - ``eos_id`` is the tokenizer's EOS; ``eos_ids`` adds every id the model stops on (a model's
+      ``eos_token_id`` may be a list, in its config and its ``generation_config``): the env ends an episode on
+      any of them (:attr:`stop_ids`).
+    - ``pad_id`` is the tokenizer's pad token unless that is an EOS or the BOS (SmolLM2 pads with its EOS
+      ``<|im_end|>``, which its chat template also writes inside every prompt): then the unknown token, and
+      only if there is none, EOS as GPT-2-style models do. The env masks the observation by ``obs != pad_id``,
+      so the pad must never occur inside a prompt.
+    - ``bos_id`` is the tokenizer's BOS (its EOS if it has none). The env does not force it before prompts:
+      :meth:`encode_prompt` gives the ids the model reads before its completion, with BOS only where the
+      tokenizer adds one (the ids of ``tokenizer(text)``), or the chat template's.
+
+    Args:
+        hf_tokenizer: The ``transformers`` tokenizer.
+        directory: Where it was loaded from (informational).
+        chat_template: Prompts go through ``apply_chat_template([{"role": "user", "content": prompt}],
+            add_generation_prompt=True)`` (instruction-tuned models expect it).
+        eos_ids: Extra ids that end a completion besides the tokenizer's EOS (e.g. the model's
+            ``generation_config.eos_token_id``).
+
+    Example:
+        >>> from transformers import AutoTokenizer  # doctest: +SKIP
+        >>> tok = HFTokenizer(AutoTokenizer.from_pretrained(path, local_files_only=True), chat_template=True)
+        ... # doctest: +SKIP
+        >>> tok.encode_prompt("Hi")[-3:] == tok.encode("<|im_start|>assistant\\n")  # doctest: +SKIP
+        True
     """
 
-    def __init__(self, hf_tokenizer: Any, directory: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        hf_tokenizer: Any,
+        directory: str | os.PathLike | None = None,
+        chat_template: bool = False,
+        eos_ids: Iterable[int] = (),
+    ) -> None:
         self._tok = hf_tokenizer
         self.directory = None if directory is None else str(directory)
         eos = hf_tokenizer.eos_token_id
         if eos is None:
             raise ValueError("the Hugging Face tokenizer has no eos_token_id; set one before wrapping it")
         self.eos_id = int(eos)
-        self.pad_id = int(hf_tokenizer.pad_token_id) if hf_tokenizer.pad_token_id is not None else self.eos_id
+        extra = [eos_ids] if isinstance(eos_ids, (int, np.integer)) else list(eos_ids)
+        for i in extra:
+            if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)) or not 0 <= i < len(self):
+                raise ValueError(f"eos_ids must be token ids in [0, {len(self)}), got {i!r}")
+        self.eos_ids: tuple[int, ...] = tuple(sorted({self.eos_id, *(int(i) for i in extra)}))
         self.bos_id = int(hf_tokenizer.bos_token_id) if hf_tokenizer.bos_token_id is not None else self.eos_id
+        taken = {*self.eos_ids, hf_tokenizer.bos_token_id}
+        candidates = [hf_tokenizer.pad_token_id, getattr(hf_tokenizer, "unk_token_id", None)]
+        free = [int(c) for c in candidates if c is not None and c not in taken]
+        self.pad_id = free[0] if free else self.eos_id
+        if not isinstance(chat_template, bool):
+            raise ValueError(f"chat_template must be a bool, got {chat_template!r}")
+        self.chat_template = chat_template
+        if chat_template:
+            if not getattr(hf_tokenizer, "chat_template", None):
+                raise ValueError(
+                    f"chat_template=True, but the tokenizer {type(hf_tokenizer).__name__} has no chat template"
+                )
+            probe = self.encode_prompt("x")
+            if self.pad_id in probe:
+                raise ValueError(
+                    f"the chat template writes the pad id {self.pad_id} inside prompts; the env could not tell "
+                    "prompt tokens from padding (give the tokenizer a pad token of its own)"
+                )
 
     @property
     def vocab_size(self) -> int:
         return len(self._tok)
+
+    def __len__(self) -> int:
+        return len(self._tok)
+
+    @property
+    def stop_ids(self) -> tuple[int, ...]:
+        """Every id that ends a completion (``eos_ids``)."""
+        return self.eos_ids
 
     def encode(self, text: str) -> list[int]:
         if not isinstance(text, str):
             raise TypeError(f"encode expects str, got {type(text).__name__}: {text!r}")
         return list(self._tok.encode(text, add_special_tokens=False))
 
+    def encode_prompt(self, text: str) -> list[int]:
+        """The ids the model reads before it writes a completion of ``text``: the chat template's (with the
+        generation prompt) if enabled, else those of ``tokenizer(text)`` (BOS only where the tokenizer adds
+        one; an EOS it appends is dropped, since the completion follows)."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode_prompt expects str, got {type(text).__name__}: {text!r}")
+        if self.chat_template:
+            out = self._tok.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
+            )
+            ids = out["input_ids"] if hasattr(out, "keys") else out
+            return [int(i) for i in ids]
+        ids = [int(i) for i in self._tok(text, add_special_tokens=True)["input_ids"]]
+        plain = self.encode(text)
+        if len(ids) > len(plain) and ids[-1] in self.eos_ids and ids[-1:] != plain[-1:]:
+            ids = ids[:-1]  # an EOS the tokenizer appends (the text's own last token is kept)
+        return ids
+
+    def encode_prompts(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self.encode_prompt(t) for t in texts]
+
     def decode(self, ids: Iterable[int]) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A description for fingerprints and equality (the vocabulary by its sha256; ``save`` writes the
+        files themselves)."""
+        import hashlib
+
+        backend = getattr(self._tok, "backend_tokenizer", None)
+        if backend is not None:
+            body = backend.to_str()
+        else:  # a slow tokenizer: its vocabulary stands for it
+            body = json.dumps(sorted(self._tok.get_vocab().items()))
+        return {
+            "type": "hf",
+            "class": type(self._tok).__name__,
+            "sha256": hashlib.sha256(body.encode()).hexdigest(),
+            "chat_template": self.chat_template,
+            "template": getattr(self._tok, "chat_template", None) if self.chat_template else None,
+            "eos_ids": list(self.eos_ids),
+            "special": [self.pad_id, self.bos_id, self.eos_id],
+        }
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HFTokenizer) and (other is self or other.to_dict() == self.to_dict())
+
+    def __hash__(self) -> int:
+        return hash((type(self._tok).__name__, len(self), self.eos_ids))
 
     def save(self, path: str | os.PathLike) -> None:
         path = Path(path)
         hf_dir = path.with_suffix(".hf")
         self._tok.save_pretrained(hf_dir)
-        _atomic_write_json(path, {"type": "hf", "directory": hf_dir.name})
+        data: dict[str, Any] = {"type": "hf", "directory": hf_dir.name}
+        if self.chat_template:
+            data["chat_template"] = True
+        extra = [i for i in self.eos_ids if i != self.eos_id]
+        if extra:
+            data["eos_ids"] = extra
+        _atomic_write_json(path, data)
 
     def __repr__(self) -> str:
-        return f"HFTokenizer({type(self._tok).__name__}, vocab_size={self.vocab_size})"
+        return (
+            f"HFTokenizer({type(self._tok).__name__}, vocab_size={self.vocab_size}, eos_ids={list(self.eos_ids)}, "
+            f"chat_template={self.chat_template})"
+        )
 
 
 def tokenizer_from_dict(data: dict[str, Any], base_dir: str | os.PathLike | None = None) -> Tokenizer:
@@ -280,7 +397,15 @@ def tokenizer_from_dict(data: dict[str, Any], base_dir: str | os.PathLike | None
         directory = resolve_inside(base_dir or ".", data.get("directory"), what="hf tokenizer directory")
         from transformers import AutoTokenizer
 
-        return HFTokenizer(AutoTokenizer.from_pretrained(directory, local_files_only=True), directory)
+        unknown = sorted(set(data) - {"type", "directory", "chat_template", "eos_ids"})
+        chat, eos_ids = data.get("chat_template", False), data.get("eos_ids", [])
+        if unknown or not isinstance(chat, bool) or not isinstance(eos_ids, list):
+            raise ValueError(
+                f"an hf tokenizer description has 'directory', an optional bool 'chat_template' and an optional "
+                f"list 'eos_ids'; got unknown fields {unknown}, chat_template={chat!r}, eos_ids={eos_ids!r}"
+            )
+        hf_tok = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        return HFTokenizer(hf_tok, directory, chat_template=chat, eos_ids=eos_ids)
     raise ValueError(f"unknown tokenizer type {kind!r}; expected one of 'char', 'bpe', 'hf'")
 
 

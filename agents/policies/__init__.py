@@ -31,6 +31,8 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from agents.policies.base import (
     FORMAT_VERSION,
     MANIFEST_KIND,
@@ -45,14 +47,14 @@ from text_env.io import atomic_write_json, read_json
 from text_env.persistence import MANIFEST_NAME, atomic_directory, has_manifest, resolve_inside
 
 if TYPE_CHECKING:
-    from agents.policies.hf import HFCache, HFPolicy
+    from agents.policies.hf import HFCache, HFPolicy, LoRAReference
 
 logger = logging.getLogger(__name__)
 POLICY_CLASSES = ("TransformerPolicy", "HFPolicy")
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("HFPolicy", "HFCache"):
+    if name in ("HFPolicy", "HFCache", "LoRAReference"):
         from agents.policies import hf
 
         return getattr(hf, name)
@@ -97,6 +99,44 @@ def load_policy(directory: str | os.PathLike, **kwargs: Any) -> LMPolicy:
         verify_policy_directory(d)
         raise
     return cls.load(d, **kwargs)
+
+
+def load_reference(directory: str | os.PathLike, policy: Any, **kwargs: Any) -> LMPolicy:
+    """Load a checkpoint's KL reference: a saved policy (:func:`load_policy`), or, for a LoRA policy, the
+    marker its :class:`~agents.policies.hf.LoRAReference` saved, which becomes ``policy``'s own view (the same
+    model with its adapters disabled; the temperature and action mask as saved).
+
+    Raises:
+        ValueError: A LoRA reference marker with a ``policy`` that has no adapters, or any failure of
+            :func:`load_policy`.
+    """
+    d = Path(directory)
+    path = d / "config.json"
+    kind = None
+    if path.is_file() and not path.is_symlink():
+        meta = read_json(path, what="policy config")
+        kind = meta.get("policy_class") if isinstance(meta, dict) else None
+    if kind != "LoRAReference":
+        return load_policy(d, **kwargs)
+    from agents.policies.base import check_policy_meta
+    from agents.policies.hf import LoRAReference
+
+    manifest = verify_policy_directory(d)
+    check_policy_meta(path, meta, "LoRAReference", {"reference_of": str}, manifest["format_version"])
+    if getattr(policy, "lora", None) is None:
+        raise ValueError(f"{str(path)!r} is the reference of a LoRA policy, but the policy has no adapters")
+    reference = LoRAReference(policy)
+    reference.temperature = meta["temperature"]
+    if meta["has_action_mask"]:
+        from text_env.persistence import read_safetensors
+
+        vocab = policy.vocab_size
+        head = resolve_inside(d, "value_head.safetensors", what="reference action mask")
+        mask = read_safetensors(head, None, expected={"action_mask": (vocab,)})["action_mask"]
+        reference.action_mask = mask.to(dtype=torch.bool, device=next(policy.parameters()).device)
+    else:
+        reference.action_mask = None
+    return reference
 
 
 def migrate_policy(directory: str | os.PathLike) -> Path:
@@ -170,10 +210,12 @@ __all__ = [
     "KVCache",
     "LMPolicy",
     "LMPolicyBase",
+    "LoRAReference",
     "SlotCache",
     "TransformerConfig",
     "TransformerLM",
     "TransformerPolicy",
     "load_policy",
+    "load_reference",
     "migrate_policy",
 ]

