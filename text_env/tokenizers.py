@@ -286,7 +286,7 @@ class HFTokenizer(_TokenizerBase):
                 raise ValueError(
                     f"chat_template=True, but the tokenizer {type(hf_tokenizer).__name__} has no chat template"
                 )
-            probe = self.encode_prompt("x")
+            probe = self.encode_prompt("")  # the template's own tokens
             if self.pad_id in probe:
                 raise ValueError(
                     f"the chat template writes the pad id {self.pad_id} inside prompts; the env could not tell "

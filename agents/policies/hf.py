@@ -491,7 +491,7 @@ class HFPolicy(LMPolicyBase):
             if not getattr(lm, "supports_gradient_checkpointing", False):
                 raise ValueError(f"{type(lm).__name__} does not support gradient checkpointing")
             lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        elif getattr(lm, "is_gradient_checkpointing", False):
+        elif self.__dict__.get("gradient_checkpointing"):
             lm.gradient_checkpointing_disable()
         self.gradient_checkpointing = bool(enabled)
 

