@@ -80,7 +80,9 @@ class TextGenEnv(gym.Env):
     ## Episode End
     - Termination: the action is EOS or one of the task's stop tokens (the token is not part of the
       completion).
-    - Truncation: ``max_new_tokens`` actions were taken without a stop token.
+    - Truncation: ``max_new_tokens`` actions were taken without a stop token. The env truncates itself
+      (the registered ids carry no ``TimeLimit``), so a stop token as the last budget action terminates
+      without truncating, as in the vector env.
 
     ## Information
     Every step: ``prompt``, ``completion`` (text so far), ``prompt_index``, ``reward_parts``. At the end also
@@ -99,7 +101,12 @@ class TextGenEnv(gym.Env):
     ``reset(options=...)`` accepts ``{"prompt_index": i}`` or ``{"prompt": "text"}`` to pin a prompt.
 
     ## Version History
-    - v0: initial release.
+    - v0: initial release. Amended without a version bump (the default-budget episodes, rewards and
+      observations are unchanged): the ids are registered without a ``TimeLimit``, so the env's own budget
+      governs. Before, a larger ``max_new_tokens`` passed to ``gym.make`` was cut at the registered limit
+      without the state reward, and an EOS on the last budget token came back ``terminated`` *and*
+      ``truncated`` from ``gym.make`` (``terminated`` only from the vector env); ``spec.max_episode_steps``
+      is now ``None``.
 
     Example:
         >>> env = TextGenEnv("reverse", length=4)

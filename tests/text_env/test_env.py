@@ -94,7 +94,7 @@ def test_correct_answer_cut_by_the_budget_still_gets_the_state_reward() -> None:
     assert info["is_success"] is True
 
 
-def test_registered_time_limit_equals_the_budget() -> None:
+def test_gym_make_truncates_at_the_default_budget() -> None:
     env = gym.make("TextEnv/Reverse-L4-v0")
     env.reset(seed=0, options={"prompt": PROMPT})
     steps = play(env, "aaaaa", eos=False)
