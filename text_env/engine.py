@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from text_env.rewards.base import CompositeReward, RewardBatch, pad_ragged
+from text_env.rewards.base import CompositeReward, RewardBatch, check_reward_total, pad_ragged
 from text_env.rewards.registry import make_composite
 from text_env.tasks.base import Example, Task
 
@@ -233,10 +233,13 @@ class GenerationState:
         if len(d):
             final_batch = self.batch(d)
             total, p = self.reward.score(final_batch, "state")
-            reward[d] += total
+            with np.errstate(over="ignore", invalid="ignore"):
+                reward[d] += total
             for name, v in p.items():
                 parts[name] = _scatter(self.n, d, v)
                 parts_mask[name] = done.copy()
+            if parts:  # the action and the state totals, each finite, may still overflow as a sum
+                check_reward_total(reward, [(t, parts.get(t.name)) for t in self.reward.terms])
             if self.success_part is not None:
                 success[d] = p[self.success_part] >= self.task.success_threshold
             elif self.success is not None:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 RewardKind = Literal["state", "action"]
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # rewards are float32: weights and totals must fit
 
 
 class RewardError(ValueError):
@@ -264,6 +265,31 @@ def check_reward_output(name: str, out: Any, n: int) -> np.ndarray:
     return arr
 
 
+def check_reward_total(total: np.ndarray, terms: Sequence[tuple[RewardTerm, np.ndarray | None]]) -> None:
+    """Raise ``RewardError`` if a weighted float32 total is not finite, naming the terms behind it.
+
+    ``terms`` pairs each term that went into ``total`` with its unweighted values (``None`` where they are
+    not at hand); the first bad row's weights and values are in the message.
+    """
+    bad = ~np.isfinite(total)
+    if not bad.any():
+        return
+    i = int(np.flatnonzero(bad)[0])
+    with np.errstate(over="ignore", invalid="ignore"):
+        weighted = {t.name: (np.float32(t.weight) * v[i] if v is not None else None) for t, v in terms}
+    culprits = [t for t, _ in terms if weighted[t.name] is not None and not np.isfinite(weighted[t.name])]
+    described = ", ".join(
+        f"{t.name!r} (weight {t.weight:g}" + ("" if v is None else f", value {float(v[i]):g}") + ")"
+        for t, v in terms
+        if not culprits or t in culprits
+    )
+    what = "its weighted value" if len(culprits) == 1 else "the weighted sum"
+    raise RewardError(
+        f"the reward of row {i} overflows float32 ({total[i]}): {what} of {described} is beyond "
+        f"±{FLOAT32_MAX:.4g}; scale the reward or its weight down"
+    )
+
+
 class FunctionReward(Reward):
     """Wraps a user callable.
 
@@ -327,8 +353,12 @@ class CompositeReward:
         if len(set(names)) != len(names):
             raise ValueError(f"reward terms must have distinct names, got {names}")
         for t in self.terms:
-            if not math.isfinite(t.weight):
-                raise ValueError(f"reward weight for {t.name!r} must be finite, got {t.weight}")
+            # rewards are summed in float32: a weight beyond its range would turn every reward into inf/NaN
+            if not math.isfinite(t.weight) or abs(t.weight) > FLOAT32_MAX:
+                raise ValueError(
+                    f"reward weight for {t.name!r} must be a finite float32 number "
+                    f"(|w| ≤ {FLOAT32_MAX:.4g}), got {t.weight}"
+                )
 
     def of_kind(self, kind: RewardKind) -> list[RewardTerm]:
         return [t for t in self.terms if t.reward.kind == kind]
@@ -338,12 +368,22 @@ class CompositeReward:
         return [t.name for t in self.terms]
 
     def score(self, batch: RewardBatch, kind: RewardKind) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The weighted float32 total of the terms of ``kind`` and each term's unweighted values.
+
+        Raises:
+            RewardError: A weighted value or the total overflows float32 (each term's own values are
+                finite, but e.g. a weight of 10 on a reward of 1e38 is not); the message names the terms,
+                their weights and values.
+        """
         total = np.zeros(len(batch), dtype=np.float32)
         parts: dict[str, np.ndarray] = {}
-        for t in self.of_kind(kind):
+        terms = self.of_kind(kind)
+        for t in terms:
             v = t.reward(batch)
             parts[t.name] = v
-            total += np.float32(t.weight) * v
+            with np.errstate(over="ignore", invalid="ignore"):
+                total += np.float32(t.weight) * v
+        check_reward_total(total, [(t, parts[t.name]) for t in terms])
         return total, parts
 
     def __repr__(self) -> str:
