@@ -24,7 +24,8 @@ def resolve_env_args(
     task_kwargs: dict[str, Any],
 ) -> tuple[Task, CompositeReward, int, int]:
     """Shared by the single and vector env: build the task and reward, choose the budget and window."""
-    task = make_task(task, **task_kwargs)
+    # a task read from rows takes the env's reward as its default: a file without references loads then
+    task = make_task(task, env_reward=reward, **task_kwargs)
     composite = make_composite(task.reward if reward is None else reward)
     if max_new_tokens is None:
         max_new_tokens = task.max_new_tokens

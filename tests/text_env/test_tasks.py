@@ -185,6 +185,36 @@ def test_task_from_iterable_of_strings_needs_a_reward() -> None:
     assert "is_success" not in info  # no success test without references
 
 
+def _shortness(prompts, completions, references):
+    return [1.0 / (1 + len(c)) for c in completions]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_custom_id_loads_a_file_without_references_when_a_reward_is_given(
+    tmp_path: Path, suffix: str
+) -> None:
+    # issue 13, item 9: the env's reward= reaches the task, so exact_match's need for references is moot
+    path = tmp_path / f"prompts{suffix}"
+    prompts = [f"say {w}:" for w in ("hi", "yo", "ok", "no", "go")]
+    if suffix == ".csv":
+        path.write_text("prompt\n" + "".join(f"{p}\n" for p in prompts), encoding="utf-8")
+    else:
+        _write_jsonl(path, [{"prompt": p} for p in prompts])
+    for reward in ("length:2", _shortness, {"length:2": 0.5}):
+        env = gym.make("TextEnv/Custom-v0", task=str(path), reward=reward)
+        env.reset(seed=0)
+        *_, info = env.step(env.unwrapped.tokenizer.eos_id)
+        assert "is_success" not in info  # no references, no success test
+    envs = gym.make_vec("TextEnv/Custom-v0", num_envs=2, task=str(path), reward=_shortness)
+    envs.reset(seed=0)
+    _, reward, terminated, _, _ = envs.step(np.full(2, envs.unwrapped.tokenizer.eos_id))
+    assert terminated.all() and reward.tolist() == [1.0, 1.0]  # an empty completion: 1 / (1 + 0)
+    env = gym.make("TextEnv/Custom-v0", task=[{"prompt": p} for p in prompts], reward=_shortness)
+    assert env.unwrapped.task.reward is _shortness
+    with pytest.raises(ValueError, match="pass reward="):  # and without a reward, the clear error
+        gym.make("TextEnv/Custom-v0", task=str(path))
+
+
 def test_task_save_load_keeps_data_and_tokenizer(tmp_path: Path) -> None:
     task = reverse_task(length=4)
     task.save(tmp_path / "rev")

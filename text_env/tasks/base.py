@@ -463,13 +463,31 @@ def available_tasks() -> list[str]:
     return sorted(_TASKS)
 
 
-def make_task(spec: Task | str | os.PathLike | Iterable[Any], **kwargs: Any) -> Task:
+def make_task(
+    spec: Task | str | os.PathLike | Iterable[Any], *, env_reward: Any = None, **kwargs: Any
+) -> Task:
     """A Task from a Task, a registered name, a ``.jsonl``/``.csv`` path, a saved-task directory, or an
-    iterable of examples."""
+    iterable of examples.
+
+    Args:
+        spec: See above.
+        env_reward: The reward spec an env was given (``gym.make(..., reward=...)``). A task built here from
+            rows (a file or an iterable) takes it as its default reward unless ``kwargs`` has ``reward``, so a
+            file without references (which ``exact_match`` cannot score) loads when the env says how to
+            score it. Ignored for registered names and saved tasks, whose own default the env overrides.
+        **kwargs: Passed to the task factory or to :meth:`Task.from_file` / :meth:`Task.from_examples`.
+
+    Example:
+        >>> make_task("prompts.jsonl", env_reward="length")  # doctest: +SKIP
+    """
     if isinstance(spec, Task):
         if kwargs:
             raise TypeError(f"task options {sorted(kwargs)} given with an already built task {spec!r}")
         return spec
+    if env_reward is not None and "reward" not in kwargs:
+        rows_kwargs = {**kwargs, "reward": env_reward}
+    else:
+        rows_kwargs = kwargs
     if isinstance(spec, (str, os.PathLike)):
         s = str(spec)
         if s in _TASKS:
@@ -478,13 +496,13 @@ def make_task(spec: Task | str | os.PathLike | Iterable[Any], **kwargs: Any) -> 
         if p.suffix.lower() in (".jsonl", ".json", ".csv") or p.exists():
             if p.is_dir():
                 return Task.load(p)
-            return Task.from_file(p, **kwargs)
+            return Task.from_file(p, **rows_kwargs)
         raise ValueError(
             f"unknown task {s!r}; registered tasks: {', '.join(available_tasks())} "
             "(or a path to a .jsonl/.csv file)"
         )
     if isinstance(spec, Iterable):
-        return Task.from_examples(spec, **kwargs)
+        return Task.from_examples(spec, **rows_kwargs)
     raise TypeError(f"cannot make a task from {type(spec).__name__}: {spec!r}")
 
 
