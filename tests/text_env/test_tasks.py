@@ -3,6 +3,7 @@ tasks from files and iterables, the task registry, and bad input."""
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -252,6 +253,38 @@ def _play_a_correct_answer(env: gym.Env) -> None:
     for a in [*tok.encode(example.reference), tok.eos_id]:
         _, reward, terminated, truncated, info = env.step(a)
     assert (reward, terminated, truncated, info["is_success"]) == (1.0, True, False, True)
+
+
+def test_csv_quoted_fields_keep_their_newlines_and_errors_give_the_starting_line(tmp_path: Path) -> None:
+    # issue 13, item 10: the csv module reads the file object (newline=""), not text.splitlines()
+    path = tmp_path / "multi.csv"
+    rows = [("line1\nline2", "ok\r\nthen"), ("plain", "x"), ("a, b", "y")]
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([("prompt", "reference"), *rows])
+    task = Task.from_file(path)
+    got = {e.prompt: e.reference for s in ("train", "validation", "test") for e in task.examples(s)}
+    assert got == dict(rows)
+    path.write_text('prompt,reference\n"line1\nline2",ok\nfine,ok\na,b,c\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"multi\.csv'?, line 5: more fields than the header"):
+        Task.from_file(path, reward="exact_match")
+
+
+LINE_BREAKS = "\u2028\u2029\u0085\x1c\x1d\x1e\x0b\x0c\r"  # str.splitlines cuts at each of these
+
+
+def test_unicode_line_breaks_inside_jsonl_strings_round_trip_through_save_and_load(tmp_path: Path) -> None:
+    # issue 13, item 11: Task.save writes them raw (ensure_ascii=False); JSONL lines end at \n only
+    rows = [{"prompt": f"say{ch}{i}=", "reference": f"{i}{ch}ok"} for i, ch in enumerate(LINE_BREAKS * 2)]
+    task = Task.from_examples(rows, name="breaks")
+    task.save(tmp_path / "breaks")
+    loaded = Task.load(tmp_path / "breaks")
+    for s in ("train", "validation", "test"):
+        assert loaded.examples(s) == task.examples(s)
+    raw = tmp_path / "raw.jsonl"  # a user's file with raw line breaks inside strings, and CRLF line ends
+    raw.write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows).encode("utf-8"))
+    got = Task.from_file(raw)
+    prompts = sorted(e.prompt for s in ("train", "validation", "test") for e in got.examples(s))
+    assert prompts == sorted(r["prompt"] for r in rows)
 
 
 # ---- bad input ---------------------------------------------------------------------------------------------

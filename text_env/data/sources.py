@@ -21,6 +21,7 @@ import hashlib
 import importlib.util
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 SPLIT_NAMES = ("train", "validation", "test")
@@ -155,13 +156,9 @@ def read_jsonl_records(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} file {str(path)!r} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{what} file {str(path)!r} is not UTF-8 text: {e}") from e
     expected = " or ".join("{" + ", ".join(repr(f) for f in fs) + "}" for fs in field_sets)
     out: list[tuple[int, dict[str, str]]] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in _jsonl_lines(path, what):
         if not line.strip():
             continue
         where = f"{str(path)!r}, line {lineno}"
@@ -194,6 +191,19 @@ def read_jsonl_records(
     if not out:
         raise ValueError(f"{what} file {str(path)!r} has no rows; expected one JSON object per line")
     return out
+
+
+def _jsonl_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each line of a UTF-8 file, streamed. Lines end at ``\\n`` only (binary
+    reading), so a raw U+2028 or U+0085 inside a JSON string, which ``str.splitlines`` would cut at, stays
+    in it."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                where = f"{what} file {str(path)!r}, line {lineno},"
+                raise ValueError(f"{where} is not UTF-8 text: {e}") from None
 
 
 __all__ = [

@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -252,28 +252,41 @@ class Task:
         """A task from any iterable of Examples, dicts (``prompt``, optional ``reference``/``label``/
         ``split``) or bare prompt strings. Rows with a ``split`` field go there; the rest are shuffled with
         ``seed`` and divided by ``fractions``. Without references the default reward must be given."""
-        rows = []
-        for e in examples:
+        rows: list[tuple[Example, str | None]] = []
+        for i, e in enumerate(examples):
+            where = f"task {name!r}, row {i + 1}"
             if isinstance(e, str):
                 e = {"prompt": e}
-            rows.append(e)
+            if isinstance(e, Example):
+                rows.append((e, None))
+            else:
+                split = e.get("split") if isinstance(e, Mapping) else None
+                ex = example_from_dict(e, where=where)
+                rows.append((ex, None if split is None else _row_split(split, where)))
+        return cls._from_rows(rows, name, seed, fractions, **kwargs)
+
+    @classmethod
+    def _from_rows(
+        cls,
+        rows: list[tuple[Example, str | None]],
+        name: str,
+        seed: int,
+        fractions: tuple[float, float, float],
+        **kwargs: Any,
+    ) -> Task:
+        """A task from validated ``(example, split or None)`` rows (see :meth:`from_examples`)."""
         if not rows:
             raise ValueError(f"task {name!r} has no prompts; expected at least one example")
-        fixed: dict[str, list[Any]] = {s: [] for s in SPLITS}
+        fixed: dict[str, list[Example]] = {s: [] for s in SPLITS}
         free = []
-        for i, r in enumerate(rows):
-            split = r.get("split") if isinstance(r, Mapping) else None
+        for ex, split in rows:
             if split is None:
-                free.append(r)
-            elif isinstance(split, str) and split in fixed:
-                fixed[split].append(r)
+                free.append(ex)
             else:
-                raise ValueError(f"task {name!r}, row {i + 1}: split {split!r} is not one of {list(SPLITS)}")
+                fixed[split].append(ex)
         for s, part in zip(SPLITS, split_indices(len(free), seed, fractions), strict=True):
             fixed[s].extend(free[j] for j in part)
-        has_refs = all(
-            (r.references if isinstance(r, Example) else r.get("reference") is not None) for r in rows
-        )
+        has_refs = all(ex.references for ex, _ in rows)
         if not has_refs:
             kwargs.setdefault("success", None)
             if "reward" not in kwargs:
@@ -291,12 +304,14 @@ class Task:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"task file {str(path)!r} does not exist")
-        rows = list(read_examples(path))
+        rows = list(_read_rows(path))
         if not rows:
             raise ValueError(f"task file {str(path)!r} has no rows; expected at least one prompt")
         if isinstance(kwargs.get("tokenizer"), (str, os.PathLike)):
             kwargs["tokenizer"] = load_tokenizer(kwargs["tokenizer"])
-        return cls.from_examples(rows, name=name or path.stem, **kwargs)
+        seed = kwargs.pop("seed", 0)
+        fractions = kwargs.pop("fractions", (0.8, 0.1, 0.1))
+        return cls._from_rows(rows, name or path.stem, seed, fractions, **kwargs)
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write the task (examples JSONL per split, tokenizer JSON, settings JSON) into ``directory``."""
@@ -328,7 +343,7 @@ class Task:
         settings = read_json(path, what="task settings")
         if not isinstance(settings, dict) or not isinstance(settings.get("name"), str):
             raise ValueError(f"task settings {str(path)!r} must be an object with a 'name' string")
-        splits = {s: list(read_examples(d / f"{s}.jsonl")) for s in SPLITS}
+        splits = {s: [ex for ex, _ in _read_rows(d / f"{s}.jsonl")] for s in SPLITS}
         tok = load_tokenizer(d / "tokenizer.json")
         if settings.get("reward") is None:
             settings.pop("reward", None)
@@ -384,41 +399,79 @@ def example_from_dict(row: Mapping[str, Any], where: str = "row") -> Example:
     return Example(prompt, refs, row.get("label"), meta)
 
 
-def read_examples(path: str | os.PathLike) -> Iterable[Mapping[str, Any]]:
-    """Yield validated rows (as dicts) from a JSONL or CSV file; errors name the file and line."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{str(path)!r} is not UTF-8 text: {e}") from e
-    if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        if reader.fieldnames is None or "prompt" not in reader.fieldnames:
-            raise ValueError(
-                f"{str(path)!r}: CSV header must have a 'prompt' column, got {reader.fieldnames}"
-            )
-        for lineno, row in enumerate(reader, start=2):
-            if None in row:
-                raise ValueError(f"{str(path)!r}, line {lineno}: more fields than the header has")
-            clean = {k: v for k, v in row.items() if v not in (None, "") or k == "prompt"}
-            ex = example_from_dict(clean, where=f"{str(path)!r}, line {lineno}")
-            yield {**ex.to_dict(), **({"split": row["split"]} if row.get("split") else {})}
-        return
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+def read_examples(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """Yield validated rows (as dicts) from a JSONL or CSV file; errors name the file and line.
+
+    The file is streamed, never read whole. JSONL lines end at ``\\n`` only (``\\r\\n`` too): a raw U+2028,
+    U+0085 or other Unicode line break inside a string (which ``json.dumps(..., ensure_ascii=False)`` writes
+    as is) stays in its string. CSV is parsed by the :mod:`csv` module over the file (``newline=""``), so a
+    quoted field may hold newlines; a row's line number is the line it starts on.
+    """
+    for ex, split in _read_rows(Path(path)):
+        yield {**ex.to_dict(), **({"split": split} if split is not None else {})}
+
+
+def _read_rows(path: Path) -> Iterator[tuple[Example, str | None]]:
+    """``(example, split or None)`` per data row of a task file (see :func:`read_examples`)."""
+    if path.suffix.lower() == ".csv":
+        yield from _read_csv_rows(path)
+    else:
+        yield from _read_jsonl_rows(path)
+
+
+def _not_utf8(path: Path, where: str, e: UnicodeDecodeError) -> ValueError:
+    return ValueError(f"{str(path)!r}{where} is not UTF-8 text: {e}")
+
+
+def _read_jsonl_rows(path: Path) -> Iterator[tuple[Example, str | None]]:
+    with open(path, "rb") as f:  # binary lines end at b"\n" only, whatever Unicode line breaks the text holds
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{str(path)!r}, line {lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _not_utf8(path, f", line {lineno},", e) from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not valid JSON ({e.msg}): {line[:80]!r}") from None
+            ex = example_from_dict(row, where=where)
+            split = row.get("split")
+            yield ex, None if split is None else _row_split(split, where)
+
+
+def _read_csv_rows(path: Path) -> Iterator[tuple[Example, str | None]]:
+    with open(path, encoding="utf-8", newline="") as f:  # newline="": quoted fields keep their newlines
+        reader = csv.reader(f)
+        end = 0  # the last physical line of the previous record
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(
-                f"{str(path)!r}, line {lineno}: not valid JSON ({e.msg}): {line[:80]!r}"
-            ) from None
-        ex = example_from_dict(row, where=f"{str(path)!r}, line {lineno}")
-        out = ex.to_dict()
-        if isinstance(row, Mapping) and "split" in row:
-            out["split"] = row["split"]
-        yield out
+            header = next(reader, None)
+            end = reader.line_num
+            if header is None or "prompt" not in header:
+                raise ValueError(f"{str(path)!r}: CSV header must have a 'prompt' column, got {header}")
+            for cells in reader:
+                lineno, end = end + 1, reader.line_num
+                if not cells:  # a blank line
+                    continue
+                if len(cells) > len(header):
+                    raise ValueError(f"{str(path)!r}, line {lineno}: more fields than the header has")
+                row = dict(zip(header, cells))
+                clean = {k: v for k, v in row.items() if v != "" or k == "prompt"}
+                where = f"{str(path)!r}, line {lineno}"
+                ex = example_from_dict(clean, where=where)
+                yield ex, _row_split(row["split"], where) if row.get("split") else None
+        except UnicodeDecodeError as e:
+            raise _not_utf8(path, f", near line {end + 1},", e) from None
+        except csv.Error as e:
+            raise ValueError(f"{str(path)!r}, line {reader.line_num}: malformed CSV: {e}") from None
+
+
+def _row_split(split: Any, where: str) -> str:
+    if not isinstance(split, str) or split not in SPLITS:
+        raise ValueError(f"{where}: split {split!r} is not one of {list(SPLITS)}")
+    return split
 
 
 def _all_texts(splits: Iterable[list[Example]]) -> Iterable[str]:

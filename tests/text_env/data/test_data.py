@@ -116,6 +116,15 @@ def test_jsonl_reader_maps_alternative_fields_to_the_first_names(tmp_path: Path)
         read_jsonl_records(tmp_path / "nope.jsonl", (("source", "target"),))
 
 
+def test_jsonl_reader_splits_lines_at_newline_only(tmp_path: Path) -> None:
+    # issue 13, item 11: a raw U+2028 / U+0085 inside a string is not a line break
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"source": "a\u2028b", "target": "c\u0085d"}, {"source": "e\u2029f", "target": "g"}]
+    path.write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
+    got = read_jsonl_records(path, (("source", "target"),))
+    assert got == [(1, rows[0]), (2, rows[1])]
+
+
 # ---- BBC ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def articles() -> tuple[bbc.BBCArticle, ...]:
