@@ -20,6 +20,7 @@ from text_env.tasks import (
     copy_task,
     keyword_task,
     make_task,
+    read_examples,
     register_task,
     reverse_task,
     sort_task,
@@ -285,6 +286,88 @@ def test_unicode_line_breaks_inside_jsonl_strings_round_trip_through_save_and_lo
     got = Task.from_file(raw)
     prompts = sorted(e.prompt for s in ("train", "validation", "test") for e in got.examples(s))
     assert prompts == sorted(r["prompt"] for r in rows)
+
+
+# ---- saving: lone surrogates, atomic directories, manifests (issue 13, item 12) ---------------------------
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ('{"prompt": "a\\ud800b", "reference": "c"}', "prompt"),
+        ('{"prompt": "ab", "reference": ["ok", "x\\udfff"]}', "reference"),
+        ('{"prompt": "ab", "reference": "c", "label": "\\udc80"}', "label"),
+        ('{"prompt": "ab", "reference": "c", "metadata": {"k": ["\\ud83d"]}}', "metadata.k"),
+    ],
+)
+def test_a_lone_surrogate_is_refused_at_load_naming_file_line_and_field(
+    tmp_path: Path, row: str, field: str
+) -> None:
+    path = tmp_path / "sur.jsonl"
+    path.write_text('{"prompt": "fine", "reference": "ok"}\n' + row + "\n", encoding="ascii")
+    with pytest.raises(ValueError, match=rf"sur\.jsonl'?, line 2: field '{field}' holds a lone surrogate"):
+        Task.from_file(path)
+    ok = tmp_path / "pair.jsonl"  # an escaped surrogate *pair* is one valid character
+    ok.write_text('{"prompt": "smile \\ud83d\\ude00", "reference": "ok"}\n', encoding="ascii")
+    assert [r["prompt"] for r in read_examples(ok)] == ["smile \U0001f600"]
+
+
+def _no_debris(parent: Path) -> None:
+    assert [p.name for p in parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_failed_save_leaves_no_partial_directory_and_keeps_the_previous_save(tmp_path: Path) -> None:
+    good = reverse_task(length=4)
+    bad = Task(
+        "bad",
+        {"train": [Example("a\ud800", ("b",))], "validation": [Example("c", ("d",))], "test": [Example("e")]},
+    )
+    with pytest.raises(ValueError, match=r"example 0 of split 'train' cannot be saved as UTF-8"):
+        bad.save(tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    _no_debris(tmp_path)
+    good.save(tmp_path / "t")
+    with pytest.raises(ValueError, match="cannot be saved"):
+        bad.save(tmp_path / "t")  # over an earlier save: that one stays whole
+    _no_debris(tmp_path)
+    assert Task.load(tmp_path / "t").examples("train") == good.examples("train")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a saved task"):
+        good.save(tmp_path / "other")  # a directory that is not a saved task is never replaced
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_load_verifies_the_manifest(tmp_path: Path) -> None:
+    task = reverse_task(length=4)
+    task.save(tmp_path / "t")
+    manifest = json.loads((tmp_path / "t" / "manifest.json").read_text())
+    assert manifest["kind"] == "task" and set(manifest["files"]) == {
+        "train.jsonl", "validation.jsonl", "test.jsonl", "tokenizer.json", "task.json"
+    }  # fmt: skip
+    train = tmp_path / "t" / "train.jsonl"
+    data = train.read_bytes()
+    train.write_bytes(data.replace(b"reverse", b"revers3", 1))  # same size, different bytes
+    with pytest.raises(ValueError, match=r"train\.jsonl.*does not match the sha256"):
+        Task.load(tmp_path / "t")
+    train.write_bytes(data)
+    (tmp_path / "t" / "extra.jsonl").write_text("{}")
+    with pytest.raises(ValueError, match="does not list"):
+        Task.load(tmp_path / "t")
+
+
+def test_a_task_saved_without_a_manifest_still_loads_and_a_future_version_is_refused(tmp_path: Path) -> None:
+    task = reverse_task(length=4)
+    task.save(tmp_path / "old")
+    # what the code before manifests wrote: no manifest.json, no format_version in task.json
+    (tmp_path / "old" / "manifest.json").unlink()
+    settings = json.loads((tmp_path / "old" / "task.json").read_text())
+    settings.pop("format_version")
+    (tmp_path / "old" / "task.json").write_text(json.dumps(settings))
+    loaded = Task.load(tmp_path / "old")
+    assert loaded.fingerprint() == task.fingerprint()
+    settings["format_version"] = 2
+    (tmp_path / "old" / "task.json").write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match=r"format_version 2 is not one this code reads.*newer"):
+        Task.load(tmp_path / "old")
 
 
 # ---- bad input ---------------------------------------------------------------------------------------------

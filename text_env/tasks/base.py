@@ -27,12 +27,15 @@ from typing import Any
 import numpy as np
 
 from text_env.io import atomic_write_json, read_json
+from text_env.persistence import atomic_directory, has_manifest, verify_manifest
 from text_env.rewards.base import pad_ragged
 from text_env.tokenizers import CharTokenizer, Tokenizer, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
+TASK_KIND = "task"  # the kind recorded in a saved task's manifest
+TASK_FORMAT_VERSION = 1  # 1: task.json has format_version and the directory a manifest; 0: neither
 
 
 @dataclass(frozen=True)
@@ -314,14 +317,31 @@ class Task:
         return cls._from_rows(rows, name or path.stem, seed, fractions, **kwargs)
 
     def save(self, directory: str | os.PathLike) -> None:
-        """Write the task (examples JSONL per split, tokenizer JSON, settings JSON) into ``directory``."""
+        """Write the task into ``directory``: one JSONL file of examples per split, ``tokenizer.json``,
+        ``task.json`` (the settings, with ``format_version``) and ``manifest.json`` (the sha256 and size of
+        every file, which :meth:`load` verifies).
+
+        The directory is written whole or not at all: into a temporary sibling that is renamed into place
+        (:func:`text_env.persistence.atomic_directory`), so an error midway (a text that cannot be encoded,
+        a full disk) leaves no partial directory, and an earlier save under the same name stays as it was.
+        An existing directory that is not a saved task is never replaced.
+
+        Raises:
+            FileExistsError: ``directory`` exists and holds something other than a saved task.
+            ValueError: An example holds text that UTF-8 cannot encode (a lone surrogate); the message names
+                the split and the example.
+
+        Example:
+            >>> task.save("runs/my-task")  # doctest: +SKIP
+            >>> Task.load("runs/my-task")  # doctest: +SKIP
+        """
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        for s in SPLITS:
-            text = "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in self.splits[s])
-            (d / f"{s}.jsonl").write_text(text, encoding="utf-8")
-        self.tokenizer.save(d / "tokenizer.json")
+        if d.exists() and not (d.is_dir() and (not any(d.iterdir()) or (d / "task.json").is_file())):
+            raise FileExistsError(
+                f"{str(d)!r} exists and is not a saved task (no task.json); refusing to replace it"
+            )
         settings = {
+            "format_version": TASK_FORMAT_VERSION,
             "name": self.name,
             "reward": self.reward if isinstance(self.reward, (str, dict, list)) else None,
             "success": self.success
@@ -334,15 +354,50 @@ class Task:
             "metrics": list(self.metrics),
             "description": self.description,
         }
-        atomic_write_json(d / "task.json", settings, indent=1)
+        with atomic_directory(d, kind=TASK_KIND, format_version=TASK_FORMAT_VERSION) as tmp:
+            for s in SPLITS:
+                with open(tmp / f"{s}.jsonl", "wb") as f:
+                    for i, e in enumerate(self.splits[s]):
+                        line = json.dumps(e.to_dict(), ensure_ascii=False) + "\n"
+                        try:
+                            f.write(line.encode("utf-8"))
+                        except UnicodeEncodeError as err:
+                            raise ValueError(
+                                f"task {self.name!r}: example {i} of split {s!r} cannot be saved as UTF-8 "
+                                f"({err.reason} at {line[err.start : err.end]!r}; a lone surrogate?): "
+                                f"{line[:80]!r}"
+                            ) from None
+            self.tokenizer.save(tmp / "tokenizer.json")
+            atomic_write_json(tmp / "task.json", settings, indent=1)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> Task:
+        """Load a task written by :meth:`save`.
+
+        The directory's ``manifest.json`` is verified first (every file's size and sha256; a missing, extra
+        or altered file raises). A directory saved before manifests existed (no ``manifest.json``) still
+        loads, unverified.
+
+        Raises:
+            FileNotFoundError: A file is missing.
+            ValueError: The manifest does not match (:class:`~text_env.persistence.IntegrityError`), a file is
+                malformed, or ``format_version`` is newer than this code reads; the message names the file.
+        """
         d = Path(directory)
+        if has_manifest(d):
+            verify_manifest(d, kind=TASK_KIND, max_format_version=TASK_FORMAT_VERSION)
+        else:
+            logger.info("%s has no manifest (saved by an older text-env); loading it unverified", d)
         path = d / "task.json"
         settings = read_json(path, what="task settings")
         if not isinstance(settings, dict) or not isinstance(settings.get("name"), str):
             raise ValueError(f"task settings {str(path)!r} must be an object with a 'name' string")
+        version = settings.pop("format_version", 0)  # absent: written before task.json had a version
+        if type(version) is not int or not 0 <= version <= TASK_FORMAT_VERSION:
+            raise ValueError(
+                f"task settings {str(path)!r}: format_version {version!r} is not one this code reads (0 to "
+                f"{TASK_FORMAT_VERSION}); was it saved by a newer text-env?"
+            )
         splits = {s: [ex for ex, _ in _read_rows(d / f"{s}.jsonl")] for s in SPLITS}
         tok = load_tokenizer(d / "tokenizer.json")
         if settings.get("reward") is None:
@@ -396,7 +451,37 @@ def example_from_dict(row: Mapping[str, Any], where: str = "row") -> Example:
     meta = row.get("metadata")
     if meta is not None and not isinstance(meta, Mapping):
         raise ValueError(f"{where}: field 'metadata' must be an object, got {type(meta).__name__}")
-    return Example(prompt, refs, row.get("label"), meta)
+    label = row.get("label")
+    # a JSON escape such as "\ud800" without its pair decodes to a lone surrogate, which no UTF-8 file can
+    # hold: refuse it here, with the line, rather than let Task.save fail on it later
+    _check_encodable(prompt, where, "prompt")
+    for r in refs:
+        _check_encodable(r, where, "reference")
+    _check_encodable(label, where, "label")
+    _check_encodable(meta, where, "metadata")
+    return Example(prompt, refs, label, meta)
+
+
+def _check_encodable(value: Any, where: str, field: str) -> None:
+    """Raise ``ValueError`` if a string in ``value`` (nested in lists and objects too) is not valid UTF-8
+    text, i.e. holds a lone surrogate."""
+    if isinstance(value, str):
+        if value.isascii():
+            return
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(
+                f"{where}: field {field!r} holds a lone surrogate {value[e.start : e.end]!r} at character "
+                f"{e.start}; expected valid Unicode text (a \\ud800-\\udfff escape without its pair?)"
+            ) from None
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_encodable(k, where, f"{field} key")
+            _check_encodable(v, where, f"{field}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _check_encodable(v, where, field)
 
 
 def read_examples(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
