@@ -8,21 +8,33 @@ rewards that read text).
 
 Randomness: each slot owns a ``numpy.random.Generator``. A prompt is drawn as the next entry of a per-slot
 queue filled ``QUEUE`` at a time by ``generator.integers(n_prompts, size=QUEUE)``, so one slot seeded with
-``s`` draws exactly the prompts a single env seeded with ``s`` draws.
+``s`` draws exactly the prompts a single env seeded with ``s`` draws. Draws come from the split only, never
+from the ad-hoc rows below.
+
+Pinned prompt texts that the split lacks (``reset(options={"prompt": ...})``) live in a bounded pool of
+*ad-hoc rows* after the split's rows (indices ``len(split)`` and up): at most ``max(ADHOC_ROWS, 2 × N)``
+of them, reused least-recently-used first, so an env pinned with a new prompt on every reset keeps a
+constant size. The first ad-hoc prompts get the indices they always got (``len(split)``, ``+1``, ...) and
+the same text maps to the same row while it stays in the pool; a row is only reused once no slot's current
+episode and no pin of the reset under way refers to it.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from text_env.rewards.base import CompositeReward, RewardBatch, check_reward_total, pad_ragged
+from text_env.rewards.base import CompositeReward, RewardBatch, check_reward_total
 from text_env.rewards.registry import make_composite
 from text_env.tasks.base import Example, Task
 
 QUEUE = 64
+ADHOC_ROWS = (
+    64  # the smallest ad-hoc pool; it holds at least 2 × N rows (N slots may pin N new texts at once)
+)
 
 
 class GenerationState:
@@ -71,7 +83,19 @@ class GenerationState:
         self.labels = enc.labels
         self.metadata = enc.metadata
         self.prompt_windows = self._windows(self.prompt_ids, self.prompt_lengths)
-        self._index_of_prompt: dict[str, int] | None = None
+        self.split_size = len(self.prompt_lengths)
+        self._index_of_prompt: dict[str, int] | None = None  # the split's texts (first occurrence)
+        # the ad-hoc pool (allocated on the first pin of a text the split lacks)
+        self.adhoc_capacity = max(ADHOC_ROWS, 2 * num_slots)
+        self._adhoc_used = 0  # pool rows handed out so far (≤ adhoc_capacity)
+        self._adhoc_of_prompt: dict[str, int] = {}  # text → its latest ad-hoc index (it wins over the split)
+        self._adhoc_recency: OrderedDict[int, None] = OrderedDict()  # ad-hoc indices, least recent first
+        self._adhoc_reserved: set[int] = set()  # handed out by index_of for the reset under way
+        self._adhoc_prompt_ids = np.zeros((0, 1), dtype=np.int64)
+        self._adhoc_prompt_lengths = np.zeros(0, dtype=np.int64)
+        self._adhoc_reference_ids = np.zeros((0, 1), dtype=np.int64)
+        self._adhoc_reference_lengths = np.zeros(0, dtype=np.int64)
+        self._adhoc_windows = np.zeros((0, context_len), dtype=np.int64)
 
         self.success: CompositeReward | None = None
         self.success_part: str | None = None
@@ -108,30 +132,62 @@ class GenerationState:
         return out
 
     def add_example(self, example: Example) -> int:
-        """Append an ad-hoc example (a pinned prompt text not in the split); returns its index."""
+        """Store an ad-hoc example (a pinned prompt text not in the split) in the pool; returns its index.
+
+        The pool is bounded (see the module docstring): once full, the least recently used row that no slot
+        and no pending pin refers to is overwritten.
+        """
+        row = self._adhoc_row()
+        i = self.split_size + row
         tok = self.tokenizer
-        ids, ln = pad_ragged([tok.encode(example.prompt)], pad=self.pad_id)
-        self.prompt_ids, self.prompt_lengths = _append_ragged(
-            self.prompt_ids, self.prompt_lengths, ids, ln, self.pad_id
+        self._adhoc_prompt_ids, self._adhoc_prompt_lengths = _set_ragged_row(
+            self._adhoc_prompt_ids, self._adhoc_prompt_lengths, row, tok.encode(example.prompt), self.pad_id
         )
         if self.reference_ids is not None:
             ref = example.references[0] if example.references else ""
-            rids, rln = pad_ragged([tok.encode(ref)], pad=self.pad_id)
-            self.reference_ids, self.reference_lengths = _append_ragged(
-                self.reference_ids, self.reference_lengths, rids, rln, self.pad_id
+            self._adhoc_reference_ids, self._adhoc_reference_lengths = _set_ragged_row(
+                self._adhoc_reference_ids, self._adhoc_reference_lengths, row, tok.encode(ref), self.pad_id
             )
-        self.prompt_windows = np.concatenate([self.prompt_windows, self._windows(ids, ln)])
-        self.prompts = np.append(self.prompts, np.array([example.prompt], dtype=object))
-        refs = np.empty(1, dtype=object)
-        refs[0] = example.references or None
-        self.references = np.concatenate([self.references, refs])
-        self.labels = np.append(self.labels, np.array([example.label], dtype=object))
-        meta = np.empty(1, dtype=object)
-        meta[0] = example.metadata
-        self.metadata = np.concatenate([self.metadata, meta])
-        if self._index_of_prompt is not None:  # the same ad-hoc prompt maps to this index from now on
-            self._index_of_prompt[example.prompt] = len(self.prompts) - 1
-        return len(self.prompts) - 1
+        ids = self._adhoc_prompt_ids[row : row + 1]
+        self._adhoc_windows[row] = self._windows(ids, self._adhoc_prompt_lengths[row : row + 1])[0]
+        self.prompts[i] = example.prompt
+        self.references[i] = example.references or None
+        self.labels[i] = example.label
+        self.metadata[i] = example.metadata
+        self._adhoc_of_prompt[example.prompt] = i  # the same ad-hoc prompt maps to this index from now on
+        self._touch(i)
+        return i
+
+    def _adhoc_row(self) -> int:
+        """A free pool row: a new one while the pool grows, else the least recently used one not in use."""
+        if self._adhoc_used == 0:  # first use: room for the whole pool in the per-row object arrays
+            extra = self.adhoc_capacity
+            self.prompts = _grow_objects(self.prompts, extra)
+            self.references = _grow_objects(self.references, extra)
+            self.labels = _grow_objects(self.labels, extra)
+            self.metadata = _grow_objects(self.metadata, extra)
+            n, c = self.adhoc_capacity, self.context_len
+            self._adhoc_prompt_ids = np.full((n, 1), self.pad_id, dtype=np.int64)
+            self._adhoc_prompt_lengths = np.zeros(n, dtype=np.int64)
+            self._adhoc_reference_ids = np.full((n, 1), self.pad_id, dtype=np.int64)
+            self._adhoc_reference_lengths = np.zeros(n, dtype=np.int64)
+            self._adhoc_windows = np.full((n, c), self.pad_id, dtype=np.int64)
+        if self._adhoc_used < self.adhoc_capacity:
+            self._adhoc_used += 1
+            return self._adhoc_used - 1
+        busy = self._adhoc_reserved | {int(i) for i in self.example if i >= self.split_size}
+        i = next(i for i in self._adhoc_recency if i not in busy)  # capacity ≥ 2N rows: one is free
+        del self._adhoc_recency[i]
+        old = self.prompts[i]
+        if self._adhoc_of_prompt.get(old) == i:
+            del self._adhoc_of_prompt[old]
+        return i - self.split_size
+
+    def _touch(self, i: int) -> None:
+        if i >= self.split_size:
+            self._adhoc_recency[i] = None
+            self._adhoc_recency.move_to_end(i)
+            self._adhoc_reserved.add(i)
 
     def index_of(self, prompt: str, reference: str | None = None) -> int:
         """The split index of a prompt text, adding it as an ad-hoc example if the split lacks it (or if a
@@ -142,16 +198,40 @@ class GenerationState:
             raise ValueError(f"options['reference'] must be a string, got {reference!r}")
         if self._index_of_prompt is None:
             self._index_of_prompt = {}
-            for i, p in enumerate(self.prompts):
+            for i, p in enumerate(self.prompts[: self.split_size]):
                 self._index_of_prompt.setdefault(p, i)
-        i = self._index_of_prompt.get(prompt)
+        i = self._adhoc_of_prompt.get(prompt)
+        if i is None:
+            i = self._index_of_prompt.get(prompt)
         if i is not None and (reference is None or (self.references[i] or (None,))[0] == reference):
+            self._touch(i)
             return i
         return self.add_example(Example(prompt, () if reference is None else (reference,)))
 
     @property
     def num_prompts(self) -> int:
-        return len(self.prompt_lengths)
+        """Rows a ``prompt_index`` may address: the split's, then the ad-hoc rows handed out so far."""
+        return self.split_size + self._adhoc_used
+
+    # ---- row gathers (split rows, then ad-hoc rows) ------------------------------------------------------
+    def _gather(self, split: np.ndarray, pool: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` of ``split`` stacked over ``pool`` (ad-hoc rows), right-padded to a common width."""
+        adhoc = idx >= self.split_size
+        if not adhoc.any():
+            return split[idx]
+        width = max(split.shape[1], pool.shape[1])
+        out = np.full((len(idx), width), self.pad_id, dtype=split.dtype)
+        out[~adhoc, : split.shape[1]] = split[idx[~adhoc]]
+        out[adhoc, : pool.shape[1]] = pool[idx[adhoc] - self.split_size]
+        return out
+
+    def _gather_lengths(self, split: np.ndarray, pool: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        adhoc = idx >= self.split_size
+        if not adhoc.any():
+            return split[idx]
+        out = split[np.where(adhoc, 0, idx)]
+        out[adhoc] = pool[idx[adhoc] - self.split_size]
+        return out
 
     def set_generator(self, slot: int, generator: np.random.Generator) -> None:
         self.generators[slot] = generator
@@ -164,7 +244,7 @@ class GenerationState:
             gen = self.generators[s]
             if gen is None:
                 raise RuntimeError("reset() must be called before the first step")
-            self._queue[s] = gen.integers(self.num_prompts, size=QUEUE)
+            self._queue[s] = gen.integers(self.split_size, size=QUEUE)  # the split's rows, never ad-hoc
             self._queue_pos[s] = 0
         idx = self._queue[slots, self._queue_pos[slots]]
         self._queue_pos[slots] += 1
@@ -184,7 +264,11 @@ class GenerationState:
                     f"{self.num_prompts} prompts"
                 )
         self.example[slots] = prompt_index
-        self.obs[slots] = self.prompt_windows[prompt_index]
+        self._adhoc_reserved.clear()  # the pins of this reset now live in self.example
+        if self._adhoc_used:
+            self.obs[slots] = self._gather(self.prompt_windows, self._adhoc_windows, prompt_index)
+        else:
+            self.obs[slots] = self.prompt_windows[prompt_index]
         self.completion[slots] = self.pad_id
         self.completion_len[slots] = 0
         self.steps[slots] = 0
@@ -259,16 +343,20 @@ class GenerationState:
     def batch(self, slots: np.ndarray, actions: np.ndarray | None = None) -> RewardBatch:
         """The RewardBatch of ``slots`` as they stand (ids gathered with fancy indexing; text is lazy)."""
         ex = self.example[slots]
+        ref_ids = ref_len = None
+        if self.reference_ids is not None and self.reference_lengths is not None:
+            ref_ids = self._gather(self.reference_ids, self._adhoc_reference_ids, ex)
+            ref_len = self._gather_lengths(self.reference_lengths, self._adhoc_reference_lengths, ex)
         return RewardBatch(
             tokenizer=self.tokenizer,
             completion_ids=self.completion[slots],
             completion_lengths=self.completion_len[slots],
             prompts=self.prompts[ex],
             references=self.references[ex],
-            prompt_ids=self.prompt_ids[ex],
-            prompt_lengths=self.prompt_lengths[ex],
-            reference_ids=None if self.reference_ids is None else self.reference_ids[ex],
-            reference_lengths=None if self.reference_lengths is None else self.reference_lengths[ex],
+            prompt_ids=self._gather(self.prompt_ids, self._adhoc_prompt_ids, ex),
+            prompt_lengths=self._gather_lengths(self.prompt_lengths, self._adhoc_prompt_lengths, ex),
+            reference_ids=ref_ids,
+            reference_lengths=ref_len,
             done=self.finished[slots],
             actions=actions,
             labels=self.labels[ex],
@@ -312,11 +400,21 @@ def _scatter(n: int, idx: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _append_ragged(
-    ids: np.ndarray, lengths: np.ndarray, new: np.ndarray, new_len: np.ndarray, pad: int
+def _set_ragged_row(
+    ids: np.ndarray, lengths: np.ndarray, row: int, new: list[int], pad: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    width = max(ids.shape[1], new.shape[1])
-    out = np.full((len(ids) + len(new), width), pad, dtype=np.int64)
-    out[: len(ids), : ids.shape[1]] = ids
-    out[len(ids) :, : new.shape[1]] = new
-    return out, np.concatenate([lengths, new_len])
+    """Write ``new`` into row ``row`` of a right-padded id array (widened if it does not fit)."""
+    if len(new) > ids.shape[1]:
+        wider = np.full((len(ids), len(new)), pad, dtype=ids.dtype)
+        wider[:, : ids.shape[1]] = ids
+        ids = wider
+    ids[row] = pad
+    ids[row, : len(new)] = new
+    lengths[row] = len(new)
+    return ids, lengths
+
+
+def _grow_objects(arr: np.ndarray, extra: int) -> np.ndarray:
+    out = np.empty(len(arr) + extra, dtype=object)
+    out[: len(arr)] = arr
+    return out

@@ -180,6 +180,46 @@ def test_unseen_prompt_with_a_reference_option_is_scored_against_it() -> None:
         env.reset(options={"reference": "abc"})
 
 
+def _adhoc(i: int) -> tuple[str, str]:
+    """A prompt text no Reverse-L4 split has (8+ letters), and its answer."""
+    word = "".join("abcd"[int(d)] for d in np.base_repr(i, 4).zfill(8))
+    return f"reverse {word}=", word[::-1]
+
+
+def test_pinned_new_prompts_reuse_a_bounded_set_of_rows() -> None:
+    # issue 13, item 17: 30,000 pinned resets used to append 30,000 rows (and slowed every reset down)
+    env = reverse_env(max_new_tokens=10)
+    st = env.unwrapped._state
+    n = len(env.task.examples("train"))
+    for i in range(5000):
+        prompt, answer = _adhoc(i)
+        obs, info = env.reset(options={"prompt": prompt, "reference": answer})
+        assert info["prompt"] == prompt and env.tokenizer.decode(obs) == prompt
+        if i < 64:  # the first ad-hoc prompts (engine.ADHOC_ROWS) get the indices they always got
+            assert info["prompt_index"] == n + i
+        if i % 7 == 0:  # play the answer now and then: the reused row scores against its own reference
+            *_, (_, reward, terminated, _, info) = play(env, answer)
+            assert (reward, terminated, info["reference"], info["completion"]) == (1.0, True, answer, answer)
+    assert st.num_prompts <= n + 64 and len(st.prompts) <= n + 64  # 5,000 texts, at most 64 extra rows
+    # a split prompt pinned by text is still its split row, and a recent ad-hoc prompt keeps its row
+    _, info = env.reset(options={"prompt": PROMPT})
+    assert info["prompt_index"] < n
+    recent, _ = _adhoc(4999)
+    row = env.reset(options={"prompt": recent})[1]["prompt_index"]
+    assert row >= n and env.reset(options={"prompt": recent})[1]["prompt_index"] == row
+
+
+def test_a_pinned_prompt_does_not_change_later_draws() -> None:
+    # draws come from the split only: an ad-hoc row never turns up in (or shifts) the random prompts
+    pinned, plain = reverse_env(), reverse_env()
+    pinned.reset(seed=5)
+    plain.reset(seed=5)
+    pinned.reset(options={"prompt": _adhoc(1)[0]})
+    a = [pinned.reset()[1]["prompt_index"] for _ in range(300)]
+    b = [plain.reset()[1]["prompt_index"] for _ in range(300)]
+    assert a == b
+
+
 def _prompt_sequence(env: TextGenEnv, seed: int, episodes: int = 8) -> tuple[list[int], list[list[int]]]:
     obs, info = env.reset(seed=seed)
     idx, obses = [info["prompt_index"]], [obs.tolist()]
