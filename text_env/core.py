@@ -12,6 +12,7 @@ from text_env.engine import GenerationState
 from text_env.rewards.base import CompositeReward
 from text_env.rewards.registry import make_composite
 from text_env.tasks.base import Task, make_task
+from text_env.validate import int_at_least, positive_int
 
 MAX_CONTEXT = 1024
 
@@ -26,16 +27,18 @@ def resolve_env_args(
     """Shared by the single and vector env: build the task and reward, choose the budget and window."""
     # a task read from rows takes the env's reward as its default: a file without references loads then
     task = make_task(task, env_reward=reward, **task_kwargs)
+    if reward is None and task.reward is None:
+        raise ValueError(
+            f"task {task.name!r} has no default reward (a task saved with a Python function as its reward "
+            "loads without one); pass reward=... (a registered name, a callable, a Reward)"
+        )
     composite = make_composite(task.reward if reward is None else reward)
-    if max_new_tokens is None:
-        max_new_tokens = task.max_new_tokens
-    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    max_new_tokens = positive_int(
+        task.max_new_tokens if max_new_tokens is None else max_new_tokens, "max_new_tokens"
+    )
     if context_len is None:
-        context_len = min(1 + task.max_prompt_tokens + int(max_new_tokens), MAX_CONTEXT)
-    if not isinstance(context_len, (int, np.integer)) or context_len < 2:
-        raise ValueError(f"context_len must be an int ≥ 2, got {context_len!r}")
-    return task, composite, int(max_new_tokens), int(context_len)
+        context_len = min(1 + task.max_prompt_tokens + max_new_tokens, MAX_CONTEXT)
+    return task, composite, max_new_tokens, int_at_least(context_len, 2, "context_len")
 
 
 def check_seed(seed: Any, what: str = "seed") -> int | None:

@@ -73,17 +73,16 @@ class GenerationState:
         self._is_stop = np.zeros(self.vocab_size, dtype=bool)
         self._is_stop[np.asarray(self.stop_ids, dtype=np.int64)] = True
 
+        # the split stays in its compact form (int32 ids + offsets, shared by every env on the task): a slot's
+        # observation window is built when it resets, not precomputed for every prompt
         enc = task.encoded(split)
-        self.prompt_ids = enc.prompt_ids
-        self.prompt_lengths = enc.prompt_lengths
-        self.reference_ids = enc.reference_ids
-        self.reference_lengths = enc.reference_lengths
+        self._enc = enc
+        self.has_references = enc.reference_tokens is not None
         self.prompts = enc.prompts
         self.references = enc.references
         self.labels = enc.labels
         self.metadata = enc.metadata
-        self.prompt_windows = self._windows(self.prompt_ids, self.prompt_lengths)
-        self.split_size = len(self.prompt_lengths)
+        self.split_size = len(enc)
         self._index_of_prompt: dict[str, int] | None = None  # the split's texts (first occurrence)
         # the ad-hoc pool (allocated on the first pin of a text the split lacks)
         self.adhoc_capacity = max(ADHOC_ROWS, 2 * num_slots)
@@ -117,6 +116,30 @@ class GenerationState:
         self._queue_pos = np.full(n, QUEUE, dtype=np.int64)
 
     # ---- prompts ---------------------------------------------------------------------------------------
+    def _split_windows(self, idx: np.ndarray) -> np.ndarray:
+        """The left-padded ``[BOS] + prompt`` windows of split prompts ``idx``, built from the compact ids
+        (the same windows as :meth:`_windows`: position ``t`` holds token ``t - (context_len - length)`` of
+        ``[BOS] + prompt``, if that is ≥ 0)."""
+        enc, c = self._enc, self.context_len
+        starts = enc.prompt_offsets[idx]
+        length = enc.prompt_offsets[idx + 1] - starts + 1  # with BOS
+        k = np.arange(c)[None, :] - (c - length)[:, None]  # (m, c) position in [BOS] + prompt
+        out = np.full((len(idx), c), self.pad_id, dtype=np.int64)
+        out[k == 0] = self.bos_id
+        body = k > 0
+        out[body] = enc.prompt_tokens[(starts[:, None] + k - 1)[body]]
+        return out
+
+    def _start_windows(self, idx: np.ndarray) -> np.ndarray:
+        """``(len(idx), context_len)``: the first observation of an episode on each prompt of ``idx``."""
+        adhoc = idx >= self.split_size
+        if not adhoc.any():
+            return self._split_windows(idx)
+        out = np.empty((len(idx), self.context_len), dtype=np.int64)
+        out[~adhoc] = self._split_windows(idx[~adhoc])
+        out[adhoc] = self._adhoc_windows[idx[adhoc] - self.split_size]
+        return out
+
     def _windows(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Left-padded ``[BOS] + prompt`` windows of width ``context_len`` (long prompts keep their end)."""
         n, p = ids.shape
@@ -143,7 +166,7 @@ class GenerationState:
         self._adhoc_prompt_ids, self._adhoc_prompt_lengths = _set_ragged_row(
             self._adhoc_prompt_ids, self._adhoc_prompt_lengths, row, tok.encode(example.prompt), self.pad_id
         )
-        if self.reference_ids is not None:
+        if self.has_references:
             ref = example.references[0] if example.references else ""
             self._adhoc_reference_ids, self._adhoc_reference_lengths = _set_ragged_row(
                 self._adhoc_reference_ids, self._adhoc_reference_lengths, row, tok.encode(ref), self.pad_id
@@ -214,24 +237,27 @@ class GenerationState:
         return self.split_size + self._adhoc_used
 
     # ---- row gathers (split rows, then ad-hoc rows) ------------------------------------------------------
-    def _gather(self, split: np.ndarray, pool: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """Rows ``idx`` of ``split`` stacked over ``pool`` (ad-hoc rows), right-padded to a common width."""
+    def _rows(self, idx: np.ndarray, reference: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, lengths)`` of the prompts (or first references) of rows ``idx``, right-padded to the
+        split's width (wider if an ad-hoc row is longer)."""
+        enc = self._enc
+        if reference:
+            rows, width = enc.reference_rows, enc.reference_width
+            pool, pool_len = self._adhoc_reference_ids, self._adhoc_reference_lengths
+        else:
+            rows, width = enc.prompt_rows, enc.prompt_width
+            pool, pool_len = self._adhoc_prompt_ids, self._adhoc_prompt_lengths
         adhoc = idx >= self.split_size
         if not adhoc.any():
-            return split[idx]
-        width = max(split.shape[1], pool.shape[1])
-        out = np.full((len(idx), width), self.pad_id, dtype=split.dtype)
-        out[~adhoc, : split.shape[1]] = split[idx[~adhoc]]
-        out[adhoc, : pool.shape[1]] = pool[idx[adhoc] - self.split_size]
-        return out
-
-    def _gather_lengths(self, split: np.ndarray, pool: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        adhoc = idx >= self.split_size
-        if not adhoc.any():
-            return split[idx]
-        out = split[np.where(adhoc, 0, idx)]
-        out[adhoc] = pool[idx[adhoc] - self.split_size]
-        return out
+            return rows(idx)
+        width = max(width, pool.shape[1])
+        ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
+        lengths = np.empty(len(idx), dtype=np.int64)
+        ids[~adhoc], lengths[~adhoc] = rows(idx[~adhoc], width)
+        a = idx[adhoc] - self.split_size
+        ids[adhoc, : pool.shape[1]] = pool[a]
+        lengths[adhoc] = pool_len[a]
+        return ids, lengths
 
     def set_generator(self, slot: int, generator: np.random.Generator) -> None:
         self.generators[slot] = generator
@@ -265,10 +291,7 @@ class GenerationState:
                 )
         self.example[slots] = prompt_index
         self._adhoc_reserved.clear()  # the pins of this reset now live in self.example
-        if self._adhoc_used:
-            self.obs[slots] = self._gather(self.prompt_windows, self._adhoc_windows, prompt_index)
-        else:
-            self.obs[slots] = self.prompt_windows[prompt_index]
+        self.obs[slots] = self._start_windows(prompt_index)
         self.completion[slots] = self.pad_id
         self.completion_len[slots] = 0
         self.steps[slots] = 0
@@ -343,18 +366,16 @@ class GenerationState:
     def batch(self, slots: np.ndarray, actions: np.ndarray | None = None) -> RewardBatch:
         """The RewardBatch of ``slots`` as they stand (ids gathered with fancy indexing; text is lazy)."""
         ex = self.example[slots]
-        ref_ids = ref_len = None
-        if self.reference_ids is not None and self.reference_lengths is not None:
-            ref_ids = self._gather(self.reference_ids, self._adhoc_reference_ids, ex)
-            ref_len = self._gather_lengths(self.reference_lengths, self._adhoc_reference_lengths, ex)
+        ref_ids, ref_len = self._rows(ex, reference=True) if self.has_references else (None, None)
+        prompt_ids, prompt_len = self._rows(ex)
         return RewardBatch(
             tokenizer=self.tokenizer,
             completion_ids=self.completion[slots],
             completion_lengths=self.completion_len[slots],
             prompts=self.prompts[ex],
             references=self.references[ex],
-            prompt_ids=self._gather(self.prompt_ids, self._adhoc_prompt_ids, ex),
-            prompt_lengths=self._gather_lengths(self.prompt_lengths, self._adhoc_prompt_lengths, ex),
+            prompt_ids=prompt_ids,
+            prompt_lengths=prompt_len,
             reference_ids=ref_ids,
             reference_lengths=ref_len,
             done=self.finished[slots],

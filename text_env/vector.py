@@ -17,6 +17,7 @@ from gymnasium.vector.utils import batch_space
 from text_env.core import TextGenEnv, _pinned_index, check_seed, resolve_env_args
 from text_env.engine import GenerationState
 from text_env.tasks.base import Task
+from text_env.validate import positive_int
 
 LOCKSTEP = AutoresetMode.DISABLED
 
@@ -63,8 +64,7 @@ class TextGenVectorEnv(VectorEnv):
         max_episode_steps: int | None = None,
         **task_kwargs: Any,
     ) -> None:
-        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        num_envs = positive_int(num_envs, "num_envs")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode {render_mode!r} is not supported; expected 'ansi' or None")
         try:

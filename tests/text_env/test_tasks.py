@@ -370,6 +370,131 @@ def test_a_task_saved_without_a_manifest_still_loads_and_a_future_version_is_ref
         Task.load(tmp_path / "old")
 
 
+# ---- the rules for weak cases (issue 13, B) ----------------------------------------------------------------
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_column_or_row(tmp_path: Path) -> None:
+    csv_path = tmp_path / "bom.csv"
+    csv_path.write_bytes(
+        b"\xef\xbb\xbfprompt,reference\n" + b"".join(b"q%d?,a%d\n" % (i, i) for i in range(5))
+    )
+    assert sorted(r["prompt"] for r in read_examples(csv_path)) == [f"q{i}?" for i in range(5)]
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_bytes(
+        b"\xef\xbb\xbf" + b"".join(b'{"prompt": "q%d?", "reference": "a"}\n' % i for i in range(5))
+    )
+    assert [r["prompt"] for r in read_examples(jsonl)] == [f"q{i}?" for i in range(5)]
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (
+            "prompt,reference,label\na,b,c\nd,e\n",
+            r"line 3: 2 fields where the header has 3 \(missing \['label'\]\)",
+        ),
+        (
+            'prompt,reference\n"multi\nline",x\nd\n',
+            r"line 4: 1 fields where the header has 2 \(missing \['reference'\]\)",
+        ),
+        ("prompt,reference,reference\na,b,c\n", r"line 1: the header names column 'reference' twice"),
+        ("prompt,label,prompt\na,b,c\n", r"line 1: the header names column 'prompt' twice"),
+    ],
+)
+def test_csv_missing_cells_and_duplicate_columns_are_errors_with_the_line(
+    tmp_path: Path, content: str, match: str
+) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"bad\.csv'?, {match}"):
+        Task.from_file(path, reward="exact_match")
+
+
+def _saved(tmp_path: Path, **edits: object) -> Path:
+    d = tmp_path / "task"
+    if not d.exists():
+        reverse_task(length=4).save(d)
+    settings = json.loads((d / "task.json").read_text())
+    settings.update(edits)
+    (d / "task.json").write_text(json.dumps(settings))
+    (d / "manifest.json").unlink(missing_ok=True)  # an edited file: test the settings, not the manifest
+    return d
+
+
+@pytest.mark.parametrize(
+    ("edits", "match"),
+    [
+        ({"max_new_tokens": 3.0}, r"field 'max_new_tokens' must be a positive int, got 3\.0"),
+        ({"max_new_tokens": True}, r"field 'max_new_tokens' must be a positive int, got True"),
+        ({"max_new_tokens": -2}, r"field 'max_new_tokens' must be a positive int, got -2"),
+        ({"success_threshold": "0.5"}, r"field 'success_threshold' must be a finite number, got '0\.5'"),
+        ({"success_threshold": True}, r"field 'success_threshold' must be a finite number, got True"),
+        ({"stop": "ab"}, r"field 'stop' must be a list of strings, got 'ab'"),
+        ({"metrics": [1]}, r"field 'metrics' must be a list of strings; 1 is not one"),
+        ({"allowed_completion_chars": 5}, r"field 'allowed_completion_chars' must be a string or null"),
+        ({"description": None}, r"field 'description' must be a string, got None"),
+        ({"format_version": True}, r"format_version True is not one this code reads"),
+        ({"format_version": "1"}, r"format_version '1' is not one this code reads"),
+        ({"format_version": 99}, r"format_version 99 is not one this code reads .*newer"),
+        ({"max_new_token": 3}, r"unknown fields \['max_new_token'\]"),
+        (
+            {"reward": "os:system"},
+            r"field 'reward': 'os:system' is not a registered reward .*never code to import",
+        ),
+        ({"reward": {"exact_match": True}}, r"weight of 'exact_match' must be a finite number, got True"),
+        ({"reward": ["exact_match", 3]}, r"field 'reward' names rewards by string, got 3"),
+        ({"success": "exact_match:x"}, r"reward 'exact_match' takes no ':' argument"),
+        ({"name": ""}, r"must be an object with a 'name' string"),
+    ],
+)
+def test_task_json_values_are_checked_where_they_are_read(tmp_path: Path, edits: dict, match: str) -> None:
+    d = _saved(tmp_path, **edits)
+    with pytest.raises(ValueError, match=match) as e:
+        Task.load(d)
+    assert "task.json" in str(e.value)
+
+
+def test_a_module_spec_in_task_json_is_never_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "evil_reward_module.py").write_text("raise SystemExit('imported!')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    d = _saved(tmp_path, reward="evil_reward_module:score")
+    with pytest.raises(ValueError, match="not a registered reward"):
+        Task.load(d)
+
+
+def test_a_task_saved_with_a_python_reward_loads_without_one_and_asks_for_it(tmp_path: Path) -> None:
+    task = Task.from_examples(
+        [{"prompt": f"{i}+1=", "reference": str(i + 1)} for i in range(10)], reward=_shortness
+    )
+    task.save(tmp_path / "t")
+    settings = json.loads((tmp_path / "t" / "task.json").read_text())
+    assert settings["reward"] is None and settings["reward_not_saved"] == "_shortness"
+    loaded = Task.load(tmp_path / "t")
+    assert loaded.reward is None  # not silently exact_match
+    with pytest.raises(ValueError, match=r"task 'custom' has no default reward.*pass reward="):
+        gym.make("TextEnv/Custom-v0", task=loaded)
+    env = gym.make("TextEnv/Custom-v0", task=loaded, reward=_shortness)
+    env.reset(seed=0)
+    assert env.step(env.unwrapped.tokenizer.eos_id)[1] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"seed": -1}, r"seed must be an int ≥ 0, got -1"),
+        ({"seed": 1.5}, r"seed must be an int ≥ 0, got 1\.5"),
+        ({"fractions": (0.8, float("nan"), 0.1)}, r"fractions must be three non-negative finite numbers"),
+        ({"fractions": (0.8, 0.1)}, r"fractions must be three"),
+        ({"max_new_tokens": True}, r"max_new_tokens must be a positive int, got True"),
+        ({"stop": "\n"}, r"stop must be a list of strings, got '\\n'"),
+        ({"success_threshold": "1"}, r"success_threshold must be a finite number, got '1'"),
+    ],
+)
+def test_task_arguments_are_refused_rather_than_coerced(task_file: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Task.from_file(task_file, **kwargs)
+
+
 # ---- bad input ---------------------------------------------------------------------------------------------
 def test_malformed_jsonl_row_names_file_and_line(tmp_path: Path) -> None:
     path = _write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "a"}, "", '{"prompt": "b"', {"prompt": "c"}])

@@ -29,6 +29,7 @@ from functools import lru_cache
 import numpy as np
 
 from text_env.data.sources import read_jsonl_records, split_of
+from text_env.validate import is_int, nonnegative_int, sizes3
 
 SPLIT_SALT = "babi-v1"
 PEOPLE = ("Mary", "John", "Sandra", "Daniel", "Emma", "Peter")
@@ -147,11 +148,7 @@ def generate_story(
     Raises:
         ValueError: Bad sentence bounds or an unknown question kind.
     """
-    if not (
-        isinstance(min_sentences, int)
-        and isinstance(max_sentences, int)
-        and 1 <= min_sentences <= max_sentences
-    ):
+    if not (is_int(min_sentences) and is_int(max_sentences) and 1 <= min_sentences <= max_sentences):
         raise ValueError(f"need 1 <= min_sentences <= max_sentences, got {min_sentences}, {max_sentences}")
     bad = [k for k in kinds if k not in QUESTION_KINDS]
     if bad or not kinds:
@@ -190,8 +187,8 @@ def babi_stories(
     Raises:
         ValueError: A size is not a positive int (or see :func:`generate_story`).
     """
-    if len(sizes) != 3 or any(not isinstance(s, int) or s < 1 for s in sizes):
-        raise ValueError(f"sizes must be three positive ints (train, validation, test), got {sizes!r}")
+    sizes = sizes3(sizes)
+    seed = nonnegative_int(seed, "seed")
     want = dict(zip(("train", "validation", "test"), sizes, strict=True))
     out: dict[str, list[Story]] = {s: [] for s in want}
     seen: set[str] = set()

@@ -24,6 +24,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from text_env.validate import fractions3
+
 SPLIT_NAMES = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 
@@ -104,8 +106,7 @@ def split_of(key: str, salt: str = "", fractions: tuple[float, float, float] = D
     Raises:
         ValueError: ``fractions`` is not three non-negative numbers with a positive sum.
     """
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
-        raise ValueError(f"fractions must be three non-negative numbers with a positive sum, got {fractions}")
+    fractions = fractions3(fractions)
     digest = hashlib.sha256(f"{salt}\x00{key}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2.0**64
     total = float(sum(fractions))

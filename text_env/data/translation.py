@@ -52,6 +52,7 @@ from functools import lru_cache
 import numpy as np
 
 from text_env.data.sources import read_jsonl_records, split_of
+from text_env.validate import nonnegative_int, sizes3
 
 SPLIT_SALT = "translate-en-es-v1"
 
@@ -729,8 +730,8 @@ def translation_pairs(
     Raises:
         ValueError: A size is not a positive int.
     """
-    if len(sizes) != 3 or any(not isinstance(s, int) or s < 1 for s in sizes):
-        raise ValueError(f"sizes must be three positive ints (train, validation, test), got {sizes!r}")
+    sizes = sizes3(sizes)
+    seed = nonnegative_int(seed, "seed")
     want = dict(zip(("train", "validation", "test"), sizes, strict=True))
     out: dict[str, list[TranslationPair]] = {s: [] for s in want}
     seen: set[str] = set()

@@ -249,9 +249,19 @@ class Reward:
 def check_reward_output(name: str, out: Any, n: int) -> np.ndarray:
     """Coerce a reward's output to ``float32 (n,)``.
 
-    Wrong length or non-finite values raise ``RewardError`` naming the reward."""
+    Wrong length, ``None`` (as the output or one of its values) or non-finite values raise ``RewardError``
+    naming the reward (a ``None`` is reported as such, not as the NaN numpy would make of it)."""
+    if out is None:
+        raise RewardError(f"reward {name!r} returned None; expected {n} floats (did it forget to return?)")
+    if isinstance(out, (list, tuple)) or (isinstance(out, np.ndarray) and out.dtype == object):
+        flat = np.asarray(out, dtype=object).reshape(-1) if isinstance(out, np.ndarray) else out
+        nones = [i for i, v in enumerate(flat) if v is None]
+        if nones:
+            which = f"completion {nones[0]}" if len(nones) == 1 else f"completions {nones[:5]}"
+            raise RewardError(f"reward {name!r} returned None for {which} (of {n}); expected a float each")
     try:
-        arr = np.asarray(out, dtype=np.float32).reshape(-1)
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, reported as non-finite below
+            arr = np.asarray(out, dtype=np.float32).reshape(-1)
     except (TypeError, ValueError) as e:
         raise RewardError(f"reward {name!r} returned {type(out).__name__}, expected {n} floats: {e}") from e
     if arr.shape[0] != n:

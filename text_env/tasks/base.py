@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
@@ -28,8 +29,15 @@ import numpy as np
 
 from text_env.io import atomic_write_json, read_json
 from text_env.persistence import atomic_directory, has_manifest, verify_manifest
-from text_env.rewards.base import pad_ragged
-from text_env.tokenizers import CharTokenizer, Tokenizer, load_tokenizer
+from text_env.tokenizers import CharTokenizer, Tokenizer, encode_flat, load_tokenizer
+from text_env.validate import (
+    finite_number,
+    fractions3,
+    nonnegative_int,
+    positive_int,
+    string,
+    strings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +46,7 @@ TASK_KIND = "task"  # the kind recorded in a saved task's manifest
 TASK_FORMAT_VERSION = 1  # 1: task.json has format_version and the directory a manifest; 0: neither
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a task file of a million rows holds a million of these
 class Example:
     """One prompt and what is known about its answer.
 
@@ -82,19 +90,100 @@ class Example:
 
 @dataclass
 class EncodedSplit:
-    """A split as padded numpy arrays, so environments gather prompts for N slots with one fancy index."""
+    """A split's token ids, stored compactly: every prompt's ids concatenated into one int32 array with
+    offsets (no padding to the longest prompt, no Python list per prompt), and the same for the first
+    reference of each example. Environments gather the rows of N slots with :meth:`prompt_rows` /
+    :meth:`reference_rows`; ``prompt_ids`` / ``reference_ids`` build the padded ``(n, P)`` matrices on first
+    use for callers that want them.
 
-    prompt_ids: np.ndarray  # (n, P) right-padded, no BOS
-    prompt_lengths: np.ndarray  # (n,)
-    reference_ids: np.ndarray | None  # (n, R) first reference, right-padded
-    reference_lengths: np.ndarray | None  # (n,)
+    Attributes:
+        prompt_tokens: ``(total,)`` int32, the prompts' ids (no BOS), one after the other.
+        prompt_offsets: ``(n + 1,)`` int64: prompt ``i`` is
+            ``prompt_tokens[prompt_offsets[i] : prompt_offsets[i + 1]]``.
+        reference_tokens / reference_offsets: The same for each example's first reference; ``None`` unless
+            every example has one.
+        prompts / references / labels / metadata: ``(n,)`` object arrays of the texts and fields.
+        pad_id: The id that pads gathered rows.
+    """
+
+    prompt_tokens: np.ndarray
+    prompt_offsets: np.ndarray
+    reference_tokens: np.ndarray | None
+    reference_offsets: np.ndarray | None
     prompts: np.ndarray  # (n,) object: str
     references: np.ndarray  # (n,) object: tuple[str, ...] | None
     labels: np.ndarray  # (n,) object
     metadata: np.ndarray  # (n,) object: dict | None
+    pad_id: int = 0
 
     def __len__(self) -> int:
-        return len(self.prompt_lengths)
+        return len(self.prompt_offsets) - 1
+
+    @cached_property
+    def prompt_lengths(self) -> np.ndarray:
+        """``(n,)`` int64: tokens per prompt."""
+        return np.diff(self.prompt_offsets)
+
+    @cached_property
+    def reference_lengths(self) -> np.ndarray | None:
+        return None if self.reference_offsets is None else np.diff(self.reference_offsets)
+
+    @cached_property
+    def prompt_width(self) -> int:
+        """The longest prompt (at least 1): the width of ``prompt_ids``."""
+        return max(int(self.prompt_lengths.max(initial=0)), 1)
+
+    @cached_property
+    def reference_width(self) -> int:
+        lengths = self.reference_lengths
+        return 1 if lengths is None else max(int(lengths.max(initial=0)), 1)
+
+    def prompt_rows(self, idx: np.ndarray, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, lengths)`` of prompts ``idx``: ``(len(idx), width)`` int64 right-padded with ``pad_id``
+        (``width`` defaults to :attr:`prompt_width`, the shape ``prompt_ids[idx]`` has)."""
+        return _gather_rows(
+            self.prompt_tokens, self.prompt_offsets, idx, width or self.prompt_width, self.pad_id
+        )
+
+    def reference_rows(self, idx: np.ndarray, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`prompt_rows`, for the first references (``ValueError`` if the split has none)."""
+        if self.reference_tokens is None or self.reference_offsets is None:
+            raise ValueError("this split has no references (some example lacks one)")
+        return _gather_rows(
+            self.reference_tokens, self.reference_offsets, idx, width or self.reference_width, self.pad_id
+        )
+
+    @cached_property
+    def prompt_ids(self) -> np.ndarray:
+        """``(n, P)`` int64, every prompt right-padded to the longest (built on first use and kept)."""
+        return self.prompt_rows(np.arange(len(self)))[0]
+
+    @cached_property
+    def reference_ids(self) -> np.ndarray | None:
+        if self.reference_tokens is None:
+            return None
+        return self.reference_rows(np.arange(len(self)))[0]
+
+
+def _gather_rows(
+    tokens: np.ndarray, offsets: np.ndarray, idx: np.ndarray, width: int, pad: int
+) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.asarray(idx, dtype=np.int64)
+    starts = offsets[idx]
+    lengths = np.minimum(offsets[idx + 1] - starts, width)
+    out = np.full((len(idx), width), pad, dtype=np.int64)
+    j = np.arange(width)
+    valid = j[None, :] < lengths[:, None]
+    out[valid] = tokens[(starts[:, None] + j[None, :])[valid]]
+    return out, offsets[idx + 1] - starts
+
+
+def encode_split(tokenizer: Tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(int32 ids, int64 offsets)`` of ``texts``, encoded a chunk at a time (see :func:`encode_flat`)."""
+    ids, lengths = encode_flat(tokenizer, texts)
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return ids, offsets
 
 
 class Task:
@@ -107,7 +196,9 @@ class Task:
             Every split must be non-empty.
         tokenizer: Encodes prompts and completions. ``None`` builds a :class:`CharTokenizer` over every
             character in the task's texts.
-        reward: The default reward spec (see :mod:`text_env.rewards.registry`).
+        reward: The default reward spec (see :mod:`text_env.rewards.registry`). ``None``: the task has no
+            default (e.g. it was saved with a Python function, which a file cannot hold); an env on it must
+            then be given ``reward=``.
         success: A reward spec; an episode whose value is ≥ ``success_threshold`` succeeds
             (``info["is_success"]``). ``None`` reports no success.
         success_threshold: See ``success``.
@@ -135,6 +226,20 @@ class Task:
         description: str = "",
         corpus: Callable[[], Iterable[str]] | None = None,
     ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a task's name must be a non-empty string, got {name!r}")
+        where = f"task {name!r}"
+        # settings first (they may come from a task.json): refused, never coerced
+        self.success_threshold = finite_number(success_threshold, "success_threshold", where)
+        self.max_new_tokens = positive_int(max_new_tokens, "max_new_tokens", where)
+        self.stop = strings(stop, "stop", where)
+        self.allowed_completion_chars = string(
+            allowed_completion_chars, "allowed_completion_chars", where, optional=True
+        )
+        self.metrics = strings(metrics, "metrics", where)
+        self.description = string(description, "description", where)
+        if corpus is not None and not callable(corpus):
+            raise ValueError(f"{where}: corpus must be a callable returning texts, got {corpus!r}")
         missing = [s for s in SPLITS if s not in splits]
         if missing:
             raise ValueError(f"task {name!r} lacks splits {missing}; expected {list(SPLITS)}")
@@ -153,14 +258,6 @@ class Task:
         self.tokenizer = tokenizer
         self.reward = reward
         self.success = success
-        self.success_threshold = float(success_threshold)
-        if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-        self.max_new_tokens = int(max_new_tokens)
-        self.stop = tuple(stop)
-        self.allowed_completion_chars = allowed_completion_chars
-        self.metrics = tuple(metrics)
-        self.description = description
         self.corpus = corpus
 
     # ---- access -------------------------------------------------------------------------------------
@@ -209,19 +306,21 @@ class Task:
         if split not in cache:
             exs = self.examples(split)
             tok = self.tokenizer
-            p_ids, p_len = pad_ragged(tok.encode_batch([e.prompt for e in exs]), pad=tok.pad_id)
-            r_ids = r_len = None
+            prompts = _object_array([e.prompt for e in exs])
+            p_tokens, p_offsets = encode_split(tok, prompts)
+            r_tokens = r_offsets = None
             if all(e.references for e in exs):
-                r_ids, r_len = pad_ragged(tok.encode_batch([e.references[0] for e in exs]), pad=tok.pad_id)
+                r_tokens, r_offsets = encode_split(tok, [e.references[0] for e in exs])
             cache[split] = EncodedSplit(
-                prompt_ids=p_ids,
-                prompt_lengths=p_len,
-                reference_ids=r_ids,
-                reference_lengths=r_len,
-                prompts=_object_array([e.prompt for e in exs]),
+                prompt_tokens=p_tokens,
+                prompt_offsets=p_offsets,
+                reference_tokens=r_tokens,
+                reference_offsets=r_offsets,
+                prompts=prompts,
                 references=_object_array([e.references or None for e in exs]),
                 labels=_object_array([e.label for e in exs]),
                 metadata=_object_array([e.metadata for e in exs]),
+                pad_id=int(tok.pad_id),
             )
         return cache[split]
 
@@ -340,13 +439,12 @@ class Task:
             raise FileExistsError(
                 f"{str(d)!r} exists and is not a saved task (no task.json); refusing to replace it"
             )
+        reward, success = _file_spec(self.reward), _file_spec(self.success)
         settings = {
             "format_version": TASK_FORMAT_VERSION,
             "name": self.name,
-            "reward": self.reward if isinstance(self.reward, (str, dict, list)) else None,
-            "success": self.success
-            if isinstance(self.success, (str, dict, list)) or self.success is None
-            else None,
+            "reward": reward,
+            "success": success,
             "success_threshold": self.success_threshold,
             "max_new_tokens": self.max_new_tokens,
             "stop": list(self.stop),
@@ -354,6 +452,14 @@ class Task:
             "metrics": list(self.metrics),
             "description": self.description,
         }
+        # a Python function cannot go into a file: say what it was, so that load can ask for it again
+        for key, spec, saved in (("reward", self.reward, reward), ("success", self.success, success)):
+            if saved is None and spec is not None:
+                settings[f"{key}_not_saved"] = _spec_name(spec)
+                logger.warning(
+                    "task %r: its %s %s cannot be saved to a file; pass it again after Task.load",
+                    self.name, key, settings[f"{key}_not_saved"],
+                )  # fmt: skip
         with atomic_directory(d, kind=TASK_KIND, format_version=TASK_FORMAT_VERSION) as tmp:
             for s in SPLITS:
                 with open(tmp / f"{s}.jsonl", "wb") as f:
@@ -389,33 +495,136 @@ class Task:
         else:
             logger.info("%s has no manifest (saved by an older text-env); loading it unverified", d)
         path = d / "task.json"
-        settings = read_json(path, what="task settings")
-        if not isinstance(settings, dict) or not isinstance(settings.get("name"), str):
-            raise ValueError(f"task settings {str(path)!r} must be an object with a 'name' string")
-        version = settings.pop("format_version", 0)  # absent: written before task.json had a version
-        if type(version) is not int or not 0 <= version <= TASK_FORMAT_VERSION:
-            raise ValueError(
-                f"task settings {str(path)!r}: format_version {version!r} is not one this code reads (0 to "
-                f"{TASK_FORMAT_VERSION}); was it saved by a newer text-env?"
-            )
+        kwargs = _read_settings(path)
         splits = {s: [ex for ex, _ in _read_rows(d / f"{s}.jsonl")] for s in SPLITS}
         tok = load_tokenizer(d / "tokenizer.json")
-        if settings.get("reward") is None:
-            settings.pop("reward", None)
-        name = settings.pop("name")
+        name = kwargs.pop("name")
         try:
-            return cls(name, splits, tokenizer=tok, **settings)
-        except (TypeError, ValueError) as e:  # an unknown or mistyped setting, an emptied split: edited files
+            return cls(name, splits, tokenizer=tok, **kwargs)
+        except (TypeError, ValueError) as e:  # an emptied split, a stop string of two tokens: edited files
             raise ValueError(f"the task saved in {str(d)!r} is invalid (task.json, *.jsonl): {e}") from e
+
+
+_SETTINGS = (
+    "format_version", "name", "reward", "success", "success_threshold", "max_new_tokens", "stop",
+    "allowed_completion_chars", "metrics", "description", "reward_not_saved", "success_not_saved",
+)  # fmt: skip
+
+
+def _read_settings(path: Path) -> dict[str, Any]:
+    """The ``Task`` arguments in a saved ``task.json``, each checked for type and range (errors name the
+    file and the field); reward specs must be registered names (a file never names code to import)."""
+    settings = read_json(path, what="task settings")
+    where = f"task settings {str(path)!r}"
+    if not isinstance(settings, dict):
+        raise ValueError(f"{where} must be a JSON object, got {type(settings).__name__}")
+    unknown = sorted(set(settings) - set(_SETTINGS))
+    if unknown:
+        raise ValueError(f"{where}: unknown fields {unknown}; expected a subset of {list(_SETTINGS)}")
+    version = settings.get("format_version", 0)  # absent: written before task.json had a version
+    if type(version) is not int or not 0 <= version <= TASK_FORMAT_VERSION:
+        raise ValueError(
+            f"{where}: format_version {version!r} is not one this code reads (0 to {TASK_FORMAT_VERSION}); "
+            "was it saved by a newer text-env?"
+        )
+    if not isinstance(settings.get("name"), str) or not settings["name"]:
+        raise ValueError(f"{where} must be an object with a 'name' string, got {settings.get('name')!r}")
+    kwargs: dict[str, Any] = {"name": settings["name"]}
+    checks = {
+        "success_threshold": lambda v, f: finite_number(v, f, where),
+        "max_new_tokens": lambda v, f: positive_int(v, f, where),
+        "stop": lambda v, f: strings(v, f, where),
+        "allowed_completion_chars": lambda v, f: string(v, f, where, optional=True),
+        "metrics": lambda v, f: strings(v, f, where),
+        "description": lambda v, f: string(v, f, where),
+    }
+    for key, check in checks.items():
+        if key in settings:
+            kwargs[key] = check(settings[key], f"field {key!r}")
+    for key in ("reward", "success"):
+        if key not in settings:
+            continue  # a task.json that never had it: the Task default
+        spec = _check_file_spec(settings[key], where, key)
+        if spec is None and key == "reward":
+            lost = settings.get("reward_not_saved")
+            logger.warning(
+                "%s: the task's reward%s was not saved; an env on it needs reward=...",
+                where, f" ({lost})" if isinstance(lost, str) else "",
+            )  # fmt: skip
+        kwargs[key] = spec
+    return kwargs
+
+
+def _file_spec(spec: Any) -> Any:
+    """``spec`` if a JSON file can hold it (a name, ``{name: weight}``, a list of names), else ``None``."""
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, (list, tuple)) and all(isinstance(x, str) for x in spec):
+        return list(spec)
+    if isinstance(spec, Mapping) and all(
+        isinstance(k, str) and isinstance(w, (int, float)) and not isinstance(w, bool)
+        for k, w in spec.items()
+    ):
+        return dict(spec)
+    return None
+
+
+def _spec_name(spec: Any) -> str:
+    if isinstance(spec, Mapping):
+        return "{" + ", ".join(f"{_spec_name(k)}: {w!r}" for k, w in spec.items()) + "}"
+    if isinstance(spec, (list, tuple)):
+        return "[" + ", ".join(_spec_name(x) for x in spec) + "]"
+    return (
+        repr(spec)
+        if isinstance(spec, str)
+        else getattr(spec, "name", None) or getattr(spec, "__name__", type(spec).__name__)
+    )
+
+
+def _check_file_spec(spec: Any, where: str, field: str) -> Any:
+    """A reward spec read from a file: ``None``, a registered reward name (with its ``:argument`` if it
+    takes one), a list of them, or ``{name: finite weight}``. ``"package.module:attr"`` specs are refused:
+    nothing read from a file is imported."""
+    from text_env.rewards.registry import available
+
+    if spec is None:
+        return None
+    registry = {r.name: r for r in available()}
+
+    def check_name(name: Any) -> str:
+        if not isinstance(name, str):
+            raise ValueError(f"{where}: field {field!r} names rewards by string, got {name!r}")
+        base, sep, _ = name.partition(":")
+        info = registry.get(base)
+        if info is None:
+            raise ValueError(
+                f"{where}: field {field!r}: {name!r} is not a registered reward (a saved task names rewards, "
+                f"never code to import); registered: {', '.join(sorted(registry))}"
+            )
+        if sep and not info.takes_argument:
+            raise ValueError(f"{where}: field {field!r}: reward {base!r} takes no ':' argument, got {name!r}")
+        return name
+
+    if isinstance(spec, str):
+        return check_name(spec)
+    if isinstance(spec, list):
+        return [check_name(x) for x in spec]
+    if isinstance(spec, dict):
+        return {
+            check_name(k): finite_number(w, f"field {field!r}, weight of {k!r}", where)
+            for k, w in spec.items()
+        }
+    raise ValueError(
+        f"{where}: field {field!r} must be a reward name, a list of names or {{name: weight}}, got {spec!r}"
+    )
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
 def split_indices(n: int, seed: int, fractions: tuple[float, float, float]) -> list[np.ndarray]:
     """Shuffle ``range(n)`` with ``seed`` and cut it by ``fractions``; each part gets at least one index
     when ``n >= 3``."""
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
-        raise ValueError(f"fractions must be three non-negative numbers, got {fractions}")
-    perm = np.random.default_rng(seed).permutation(n)
+    fractions = fractions3(fractions)
+    perm = np.random.default_rng(nonnegative_int(seed, "seed")).permutation(n)
     fr = np.asarray(fractions, dtype=float) / sum(fractions)
     n_val = round(n * fr[1])
     n_test = round(n * fr[2])
@@ -425,9 +634,10 @@ def split_indices(n: int, seed: int, fractions: tuple[float, float, float]) -> l
     return [perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]]
 
 
-def example_from_dict(row: Mapping[str, Any], where: str = "row") -> Example:
+def example_from_dict(row: Mapping[str, Any], where: str = "row", check_text: bool = True) -> Example:
     """Validate one data row: ``prompt`` required; optional ``reference`` (str or list), ``label``,
-    ``metadata``."""
+    ``metadata``. Strings holding a lone surrogate are refused (``check_text=False`` skips that check, for
+    callers that know the row cannot hold one)."""
     if not isinstance(row, Mapping):
         raise ValueError(
             f"{where}: expected an object with a 'prompt' field, got {type(row).__name__}: {row!r}"
@@ -454,11 +664,12 @@ def example_from_dict(row: Mapping[str, Any], where: str = "row") -> Example:
     label = row.get("label")
     # a JSON escape such as "\ud800" without its pair decodes to a lone surrogate, which no UTF-8 file can
     # hold: refuse it here, with the line, rather than let Task.save fail on it later
-    _check_encodable(prompt, where, "prompt")
-    for r in refs:
-        _check_encodable(r, where, "reference")
-    _check_encodable(label, where, "label")
-    _check_encodable(meta, where, "metadata")
+    if check_text:
+        _check_encodable(prompt, where, "prompt")
+        for r in refs:
+            _check_encodable(r, where, "reference")
+        _check_encodable(label, where, "label")
+        _check_encodable(meta, where, "metadata")
     return Example(prompt, refs, label, meta)
 
 
@@ -512,6 +723,8 @@ def _read_jsonl_rows(path: Path) -> Iterator[tuple[Example, str | None]]:
     with open(path, "rb") as f:  # binary lines end at b"\n" only, whatever Unicode line breaks the text holds
         for lineno, raw in enumerate(f, start=1):
             where = f"{str(path)!r}, line {lineno}"
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):  # a byte-order mark is not JSON
+                raw = raw[len(codecs.BOM_UTF8) :]
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -522,13 +735,17 @@ def _read_jsonl_rows(path: Path) -> Iterator[tuple[Example, str | None]]:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{where}: not valid JSON ({e.msg}): {line[:80]!r}") from None
-            ex = example_from_dict(row, where=where)
+            # strict UTF-8 decoding admits no surrogate: only a \\uD800-\\uDFFF escape can make one
+            escapes = b"\\ud" in raw or b"\\uD" in raw
+            ex = example_from_dict(row, where=where, check_text=escapes)
             split = row.get("split")
             yield ex, None if split is None else _row_split(split, where)
 
 
 def _read_csv_rows(path: Path) -> Iterator[tuple[Example, str | None]]:
-    with open(path, encoding="utf-8", newline="") as f:  # newline="": quoted fields keep their newlines
+    # newline="": quoted fields keep their newlines; utf-8-sig: a byte-order mark (Excel writes one) is not
+    # part of the first column's name
+    with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f)
         end = 0  # the last physical line of the previous record
         try:
@@ -536,12 +753,26 @@ def _read_csv_rows(path: Path) -> Iterator[tuple[Example, str | None]]:
             end = reader.line_num
             if header is None or "prompt" not in header:
                 raise ValueError(f"{str(path)!r}: CSV header must have a 'prompt' column, got {header}")
+            seen: set[str] = set()
+            for name in header:
+                if name in seen:
+                    raise ValueError(
+                        f"{str(path)!r}, line {end}: the header names column {name!r} twice; each column "
+                        f"needs its own name, got {header}"
+                    )
+                seen.add(name)
             for cells in reader:
                 lineno, end = end + 1, reader.line_num
                 if not cells:  # a blank line
                     continue
                 if len(cells) > len(header):
                     raise ValueError(f"{str(path)!r}, line {lineno}: more fields than the header has")
+                if len(cells) < len(header):
+                    missing = header[len(cells) :]
+                    raise ValueError(
+                        f"{str(path)!r}, line {lineno}: {len(cells)} fields where the header has "
+                        f"{len(header)} (missing {missing}); leave a field empty (,,) rather than out"
+                    )
                 row = dict(zip(header, cells))
                 clean = {k: v for k, v in row.items() if v != "" or k == "prompt"}
                 where = f"{str(path)!r}, line {lineno}"

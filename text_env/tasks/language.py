@@ -45,6 +45,7 @@ from text_env.data.sources import SPLIT_NAMES
 from text_env.data.translation import TranslationPair, read_translation_pairs, translation_pairs
 from text_env.tasks.base import Example, Task, register_task, split_indices
 from text_env.tokenizers import Tokenizer
+from text_env.validate import positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +84,7 @@ def _tokenizer(tokenizer: Tokenizer | None) -> Tokenizer:
 
 
 def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    return positive_int(value, name)
 
 
 def _split_user_rows(
