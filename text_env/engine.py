@@ -29,12 +29,13 @@ import numpy as np
 
 from text_env.rewards.base import CompositeReward, RewardBatch, check_reward_total
 from text_env.rewards.registry import make_composite
-from text_env.tasks.base import Example, Task
+from text_env.tasks.base import Example, Task, make_task
+from text_env.validate import int_at_least, positive_int
 
 QUEUE = 64
-ADHOC_ROWS = (
-    64  # the smallest ad-hoc pool; it holds at least 2 × N rows (N slots may pin N new texts at once)
-)
+MAX_CONTEXT = 1024  # the widest default observation window (a longer prompt keeps its end)
+# the smallest ad-hoc pool; it holds at least 2 × N rows (N slots may pin N new texts at once)
+ADHOC_ROWS = 64
 
 
 class GenerationState:
@@ -413,6 +414,96 @@ class GenerationState:
             raise ValueError(f"action {v} is not a token id; expected an integer in [0, {self.vocab_size})")
         arr = arr.astype(np.int64)
         return arr.reshape(-1) if arr.ndim else arr.reshape(1)
+
+
+# ---- shared by the single and the vector env ---------------------------------------------------------------
+def resolve_env_args(
+    task: Task | str | Any,
+    reward: Any,
+    max_new_tokens: int | None,
+    context_len: int | None,
+    task_kwargs: dict[str, Any],
+) -> tuple[Task, CompositeReward, int, int]:
+    """Shared by the single and vector env: build the task and reward, choose the budget and window."""
+    # a task read from rows takes the env's reward as its default: a file without references loads then
+    task = make_task(task, env_reward=reward, **task_kwargs)
+    if reward is None and task.reward is None:
+        raise ValueError(
+            f"task {task.name!r} has no default reward (a task saved with a Python function as its reward "
+            "loads without one); pass reward=... (a registered name, a callable, a Reward)"
+        )
+    composite = make_composite(task.reward if reward is None else reward)
+    max_new_tokens = positive_int(
+        task.max_new_tokens if max_new_tokens is None else max_new_tokens, "max_new_tokens"
+    )
+    if context_len is None:
+        context_len = min(1 + task.max_prompt_tokens + max_new_tokens, MAX_CONTEXT)
+    return task, composite, max_new_tokens, int_at_least(context_len, 2, "context_len")
+
+
+def check_seed(seed: Any, what: str = "seed") -> int | None:
+    """``None`` or an int ≥ 0 (numpy integers included, returned as ``int``); anything else raises a
+    ``TypeError``/``ValueError`` naming it (gymnasium's own check raises ``gymnasium.error.Error``, which
+    callers catching bad input do not expect, and rejects numpy integers)."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{what} must be None or an int ≥ 0, got {type(seed).__name__}: {seed!r}")
+    if seed < 0:
+        raise ValueError(f"{what} must be an int ≥ 0, got {seed!r}")
+    return int(seed)
+
+
+def pinned_index(state: GenerationState, options: dict[str, Any] | None, n: int = 1) -> np.ndarray | None:
+    """The prompt indices that ``reset(options=...)`` pins, or None to draw."""
+    if not options:
+        return None
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be a dict, got {type(options).__name__}: {options!r}")
+    unknown = set(options) - {"prompt_index", "prompt", "reference", "reset_mask"}
+    if unknown:
+        raise ValueError(
+            f"unknown reset options {sorted(unknown)}; expected 'prompt_index', 'prompt' (+ 'reference') "
+            "or 'reset_mask'"
+        )
+    if "reference" in options and "prompt" not in options:
+        raise ValueError("options['reference'] needs options['prompt'] (the prompt it answers)")
+    if "prompt" in options:
+        prompts = options["prompt"]
+        if not isinstance(prompts, (str, list, tuple, np.ndarray)):
+            raise TypeError(f"options['prompt'] must be a string or a list of strings, got {prompts!r}")
+        prompts = [prompts] * n if isinstance(prompts, str) else list(prompts)
+        refs = options.get("reference")
+        if refs is not None and not isinstance(refs, (str, list, tuple, np.ndarray)):
+            raise TypeError(f"options['reference'] must be a string or a list of strings, got {refs!r}")
+        refs = [refs] * n if refs is None or isinstance(refs, str) else list(refs)
+        if len(prompts) != n or len(refs) != n:
+            raise ValueError(
+                f"options['prompt'] / ['reference'] have {len(prompts)} / {len(refs)} entries for {n} slots"
+            )
+        return np.array([state.index_of(p, r) for p, r in zip(prompts, refs)], dtype=np.int64)
+    if "prompt_index" in options:
+        given = options["prompt_index"]
+        try:
+            idx = np.asarray(given)
+        except (TypeError, ValueError):  # e.g. a ragged list
+            idx = np.asarray(None)
+        if not np.issubdtype(idx.dtype, np.integer) or isinstance(given, (bool, np.bool_)):
+            raise TypeError(f"options['prompt_index'] must be an int or ints, got {given!r}")
+        if idx.shape not in ((), (n,)):
+            raise ValueError(
+                f"options['prompt_index'] must be one int or {n} ints (one per slot), got shape {idx.shape}: "
+                f"{given!r}"
+            )
+        # range-check before the cast: a huge uint64 would wrap around in int64 and be misreported
+        bad = (idx < 0) | (idx >= state.num_prompts)
+        if bad.any():
+            raise ValueError(
+                f"prompt_index {idx[bad].ravel()[0]} is out of range; split {state.split!r} has "
+                f"{state.num_prompts} prompts"
+            )
+        return np.broadcast_to(idx.astype(np.int64), (n,)).copy()
+    return None
 
 
 def _scatter(n: int, idx: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -14,8 +14,8 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from text_env.core import TextGenEnv, _pinned_index, check_seed, resolve_env_args
-from text_env.engine import GenerationState
+from text_env.core import TextGenEnv
+from text_env.engine import GenerationState, check_seed, pinned_index, resolve_env_args
 from text_env.tasks.base import Task
 from text_env.validate import positive_int
 
@@ -128,7 +128,7 @@ class TextGenVectorEnv(VectorEnv):
             if mask.dtype != bool or mask.shape != (n,):
                 raise ValueError(f"options['reset_mask'] must be a bool array of shape ({n},), got {mask!r}")
         slots = np.flatnonzero(mask)
-        pinned = _pinned_index(st, options, n)
+        pinned = pinned_index(st, options, n)
         st.reset_slots(slots, None if pinned is None else pinned[slots])
         self._autoreset[slots] = False
         info = self._reset_info(slots)
