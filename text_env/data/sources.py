@@ -21,10 +21,15 @@ import hashlib
 import importlib.util
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
-from text_env.validate import fractions3
+import numpy as np
+
+from text_env.validate import fractions3, nonnegative_int, sizes3
+
+T = TypeVar("T")
 
 SPLIT_NAMES = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -115,6 +120,56 @@ def split_of(key: str, salt: str = "", fractions: tuple[float, float, float] = D
     if u < (fractions[0] + fractions[1]) / total:
         return "validation"
     return "test"
+
+
+def draw_splits(
+    generate: Callable[[np.random.Generator], T],
+    key: Callable[[T], str],
+    sizes: tuple[int, int, int],
+    seed: int,
+    salt: str,
+    what: str = "items",
+) -> dict[str, tuple[T, ...]]:
+    """Draw distinct generated items until each split holds its size; an item's split is
+    :func:`split_of` its ``key`` (so membership is a pure function of the item, and a bigger ``sizes``
+    adds items, never moves one). Items whose key was seen before are skipped.
+
+    Args:
+        generate: One random item from the generator (``seed`` seeds it).
+        key: The text that identifies an item (a story's context, a sentence's English side).
+        sizes: Items per split (train, validation, test).
+        seed: The generator's seed.
+        salt: :func:`split_of`'s salt.
+        what: What the items are, for the error message.
+
+    Raises:
+        ValueError: ``sizes`` is not three positive ints, or ``seed`` not an int ≥ 0.
+        RuntimeError: ``100 × sum(sizes) + 10,000`` draws did not fill every split.
+
+    Example:
+        >>> draw_splits(lambda rng: str(rng.integers(10**6)), str, (8, 1, 1), 0, "demo")["validation"]
+        ... # doctest: +SKIP
+    """
+    sizes = sizes3(sizes)
+    seed = nonnegative_int(seed, "seed")
+    want = dict(zip(SPLIT_NAMES, sizes, strict=True))
+    out: dict[str, list[T]] = {s: [] for s in want}
+    seen: set[str] = set()
+    rng = np.random.default_rng(seed)
+    draws, limit = 0, 100 * sum(sizes) + 10_000
+    while any(len(out[s]) < n for s, n in want.items()):
+        item = generate(rng)
+        draws += 1
+        if draws > limit:
+            raise RuntimeError(f"could not draw {sizes} distinct {what} in {limit} draws; shrink sizes")
+        k = key(item)
+        if k in seen:
+            continue
+        seen.add(k)
+        split = split_of(k, salt=salt)
+        if len(out[split]) < want[split]:
+            out[split].append(item)
+    return {s: tuple(v) for s, v in out.items()}
 
 
 def content_hash(texts: list[str] | tuple[str, ...], *extra: object) -> str:
@@ -213,6 +268,7 @@ __all__ = [
     "MissingDataError",
     "cache_dir",
     "content_hash",
+    "draw_splits",
     "package_dir",
     "package_file",
     "read_jsonl_records",

@@ -51,8 +51,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from text_env.data.sources import read_jsonl_records, split_of
-from text_env.validate import nonnegative_int, sizes3
+from text_env.data.sources import draw_splits, read_jsonl_records
 
 SPLIT_SALT = "translate-en-es-v1"
 
@@ -730,25 +729,7 @@ def translation_pairs(
     Raises:
         ValueError: A size is not a positive int.
     """
-    sizes = sizes3(sizes)
-    seed = nonnegative_int(seed, "seed")
-    want = dict(zip(("train", "validation", "test"), sizes, strict=True))
-    out: dict[str, list[TranslationPair]] = {s: [] for s in want}
-    seen: set[str] = set()
-    rng = np.random.default_rng(seed)
-    draws, limit = 0, 100 * sum(sizes) + 10_000
-    while any(len(out[s]) < n for s, n in want.items()):
-        pair = generate_pair(rng)
-        draws += 1
-        if draws > limit:
-            raise RuntimeError(f"could not draw {sizes} distinct sentences in {limit} draws; shrink sizes")
-        if pair.source in seen:
-            continue
-        seen.add(pair.source)
-        split = split_of(pair.source, salt=SPLIT_SALT)
-        if len(out[split]) < want[split]:
-            out[split].append(pair)
-    return {s: tuple(v) for s, v in out.items()}
+    return draw_splits(generate_pair, lambda pair: pair.source, sizes, seed, SPLIT_SALT, what="sentences")
 
 
 def read_translation_pairs(path: str | os.PathLike) -> list[tuple[TranslationPair, str | None]]:

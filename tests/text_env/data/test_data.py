@@ -74,6 +74,20 @@ def test_split_of_is_a_pure_function_with_the_right_proportions() -> None:
         split_of("x", fractions=(1.0, -0.5, 0.5))
 
 
+def test_draw_splits_fills_each_split_with_distinct_items_by_their_key() -> None:
+    def draw(rng: np.random.Generator) -> tuple[str, int]:
+        return f"item{int(rng.integers(500))}", int(rng.integers(3))
+
+    got = sources.draw_splits(draw, lambda item: item[0], (40, 5, 5), 1, "demo", what="items")
+    assert [len(got[s]) for s in sources.SPLIT_NAMES] == [40, 5, 5]
+    keys = [item[0] for s in sources.SPLIT_NAMES for item in got[s]]
+    assert len(set(keys)) == 50  # distinct, and each in the split its key hashes to
+    assert all(split_of(item[0], salt="demo") == s for s in sources.SPLIT_NAMES for item in got[s])
+    assert sources.draw_splits(draw, lambda item: item[0], (40, 5, 5), 1, "demo") == got
+    with pytest.raises(RuntimeError, match=r"could not draw \(400, 50, 50\) distinct items"):
+        sources.draw_splits(draw, lambda item: item[0], (400, 50, 50), 1, "demo")  # only 500 keys exist
+
+
 def test_cache_dir_follows_the_environment_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TEXT_ENV_CACHE", str(tmp_path / "c"))
     assert sources.cache_dir("tokenizers") == tmp_path / "c" / "tokenizers"
