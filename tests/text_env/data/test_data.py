@@ -5,6 +5,7 @@ shared tokenizer's cache."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import re
@@ -86,6 +87,21 @@ def test_draw_splits_fills_each_split_with_distinct_items_by_their_key() -> None
     assert sources.draw_splits(draw, lambda item: item[0], (40, 5, 5), 1, "demo") == got
     with pytest.raises(RuntimeError, match=r"could not draw \(400, 50, 50\) distinct items"):
         sources.draw_splits(draw, lambda item: item[0], (400, 50, 50), 1, "demo")  # only 500 keys exist
+
+
+def _digest(splits: dict) -> str:
+    h = hashlib.sha256()
+    for s in sources.SPLIT_NAMES:
+        for item in splits[s]:
+            h.update(repr(item).encode())
+    return h.hexdigest()[:16]
+
+
+def test_generated_pairs_and_stories_are_the_ones_they_always_were() -> None:
+    # the lexicon moved to translation_lexicon.json and the drawing loop to sources.draw_splits (issue 14):
+    # both were pure moves; these digests are those of the code before (5c97603)
+    assert _digest(translation.translation_pairs((300, 30, 30), 0)) == "c60e0a769f29e740"
+    assert _digest(babi.babi_stories((300, 30, 30), 0)) == "d3d8d7bd234dce42"
 
 
 def test_cache_dir_follows_the_environment_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
