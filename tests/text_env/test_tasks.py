@@ -227,6 +227,12 @@ def test_task_save_load_keeps_data_and_tokenizer(tmp_path: Path) -> None:
     assert loaded.max_new_tokens == task.max_new_tokens and loaded.fingerprint() == task.fingerprint()
 
 
+def test_options_given_with_a_saved_task_are_refused_not_dropped(tmp_path: Path) -> None:
+    reverse_task(length=4).save(tmp_path / "rev")
+    with pytest.raises(TypeError, match=r"task options \['length'\] given with the saved task"):
+        gym.make("TextEnv/Custom-v0", task=str(tmp_path / "rev"), length=8)
+
+
 def test_task_file_with_a_saved_tokenizer(tmp_path: Path, task_file: Path) -> None:
     CharTokenizer(list("0123456789+=xyz")).save(tmp_path / "tok.json")
     task = Task.from_file(task_file, tokenizer=tmp_path / "tok.json")

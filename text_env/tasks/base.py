@@ -864,6 +864,10 @@ def make_task(
         p = Path(s)
         if p.suffix.lower() in (".jsonl", ".json", ".csv") or p.exists():
             if p.is_dir():
+                if kwargs:  # a saved task is built already: options would be dropped, not applied
+                    raise TypeError(
+                        f"task options {sorted(kwargs)} given with the saved task {s!r}; it takes none"
+                    )
                 return Task.load(p)
             return Task.from_file(p, **rows_kwargs)
         raise ValueError(
