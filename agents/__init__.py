@@ -10,13 +10,14 @@ Example:
     >>> agent.learn(total_timesteps=100_000)                                 # doctest: +SKIP
 """
 
-from agents.actor_critic import A2C
-from agents.common import BaseCallback, CallbackList, OnPolicyAlgorithm
+from agents.actor_critic import A2C, A2CConfig
+from agents.callbacks import BaseCallback, CallbackList, CheckpointCallback, ProgressBarCallback
 from agents.evaluation import evaluate_policy
+from agents.on_policy import OnPolicyAlgorithm, OnPolicyConfig
 from agents.policies import TransformerConfig, TransformerPolicy, load_policy
-from agents.ppo import PPO
-from agents.reinforce import REINFORCE
-from agents.rloo import RLOO
+from agents.ppo import PPO, PPOConfig
+from agents.reinforce import REINFORCE, REINFORCEConfig
+from agents.rloo import RLOO, RLOOConfig
 from agents.rollout import RolloutBatch, RolloutCollector, make_rollout_env
 from agents.sft import sft
 
@@ -28,9 +29,16 @@ __all__ = [
     "PPO",
     "REINFORCE",
     "RLOO",
+    "A2CConfig",
     "BaseCallback",
     "CallbackList",
+    "CheckpointCallback",
     "OnPolicyAlgorithm",
+    "OnPolicyConfig",
+    "PPOConfig",
+    "ProgressBarCallback",
+    "REINFORCEConfig",
+    "RLOOConfig",
     "RolloutBatch",
     "RolloutCollector",
     "TransformerConfig",

@@ -9,49 +9,39 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
-from agents.common import OnPolicyAlgorithm, compute_gae, masked_whiten
+import torch
+
+from agents.advantages import compute_gae, masked_whiten
+from agents.on_policy import OnPolicyAlgorithm, OnPolicyConfig
 from agents.rollout import RolloutBatch
 
 
-class A2C(OnPolicyAlgorithm):
-    """Synchronous advantage actor-critic.
+@dataclass
+class A2CConfig(OnPolicyConfig):
+    """A2C's hyperparameters (beyond :class:`~agents.on_policy.OnPolicyConfig`'s)."""
 
-    Args (beyond :class:`~agents.common.OnPolicyAlgorithm`'s):
-        gae_lambda: λ of GAE (1.0 = Monte-Carlo returns minus the value).
-        vf_coef: Weight of the critic's loss.
-        normalize_advantage: Whiten advantages over the batch's tokens.
-    """
+    learning_rate: float = 3e-5
+    """AdamW learning rate."""
+    gae_lambda: float = 0.95
+    """λ of GAE (1.0 = Monte-Carlo returns minus the value)."""
+    vf_coef: float = 0.5
+    """Weight of the critic's loss."""
+    normalize_advantage: bool = True
+    """Whiten advantages over the batch's tokens."""
+
+
+class A2C(OnPolicyAlgorithm):
+    """Synchronous advantage actor-critic; hyperparameters in :class:`A2CConfig`."""
 
     algo_name = "a2c"
+    config_class = A2CConfig
+    config: A2CConfig
 
-    def __init__(
-        self,
-        policy: Any = "transformer",
-        env: Any = "TextEnv/Reverse-v0",
-        *,
-        gae_lambda: float = 0.95,
-        vf_coef: float = 0.5,
-        normalize_advantage: bool = True,
-        learning_rate: float = 3e-5,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(policy, env, learning_rate=learning_rate, **kwargs)
-        self.gae_lambda = gae_lambda
-        self.vf_coef = vf_coef
-        self.normalize_advantage = normalize_advantage
-        self.hparams.update(
-            gae_lambda=gae_lambda, vf_coef=vf_coef, normalize_advantage=normalize_advantage,
-            learning_rate=learning_rate,
-        )  # fmt: skip
-
-    def train(self, batch: RolloutBatch) -> dict[str, float]:
-        rewards, kl = self.shaped_rewards(batch)
-        b_advantages, b_returns = compute_gae(rewards, batch.values, batch.mask, self.gamma, self.gae_lambda)
-        if self.normalize_advantage:
+    def train(self, batch: RolloutBatch, rewards: torch.Tensor) -> dict[str, float]:
+        cfg = self.config
+        b_advantages, b_returns = compute_gae(rewards, batch.values, batch.mask, cfg.gamma, cfg.gae_lambda)
+        if cfg.normalize_advantage:
             b_advantages = masked_whiten(b_advantages, batch.mask)
-        stats = self.policy_gradient_step(batch, b_advantages, b_returns, self.vf_coef)
-        self.kl.update(float(kl.mean()), batch.actions.shape[0])
-        stats["charts/kl"] = float(kl.mean())
-        return stats
+        return self.policy_gradient_step(batch, b_advantages, b_returns, cfg.vf_coef)

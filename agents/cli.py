@@ -5,6 +5,7 @@ Subcommands:
     demo       a random and a scripted (reference-answering) policy on each synthetic env
     train      train a built-in agent on an env
     eval       evaluate a saved agent on an env's test split
+    migrate    upgrade a run or policy saved by text-env 0.1 (adds the integrity manifest)
     benchmark  the harness: algorithms × envs × seeds → statistics, table, plots
     label      collect human preference labels into a JSONL file
 
@@ -28,6 +29,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("agents.cli", "add_demo_command"),
     ("agents.cli", "add_train_command"),
     ("agents.cli", "add_eval_command"),
+    ("agents.cli", "add_migrate_command"),
     ("agents.benchmark", "add_benchmark_command"),
     ("text_env.rewards.feedback", "add_label_command"),
 ]
@@ -106,96 +108,211 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# the run-identity settings a --resume may not change (the rest of the config may be overridden, and is said)
+_RUN_IDENTITY = ("seed", "n_envs", "k")
+# the train command's defaults where they differ from the configs' (checkpoint more often from the shell)
+_CLI_DEFAULTS = {"checkpoint_every": 20, "sft_steps": 1000}
+
+
+def _learner_configs() -> dict[str, type]:
+    from agents import ALGORITHMS
+
+    return {name: cls.config_class for name, cls in ALGORITHMS.items()}
+
+
 def add_train_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a built-in agent (SFT warm start, then RL)")
-    p.add_argument("--algo", default="ppo", help="ppo, rloo, reinforce or a2c")
-    p.add_argument("--env", default="TextEnv/Reverse-v0", help="a TextEnv id")
-    p.add_argument("--total-timesteps", type=int, default=100_000, help="RL budget in env steps (tokens)")
-    p.add_argument(
-        "--sft-steps", type=int, default=1000, help="supervised warm-start steps (0: from scratch)"
+    from agents.config import add_config_arguments
+    from agents.sft import SFTConfig
+
+    p = sub.add_parser(
+        "train",
+        help="train a built-in agent (SFT warm start, then RL)",
+        description="Train a built-in agent: a supervised warm start on the task's demonstrations, then RL. "
+        "Every hyperparameter of the learners' configs (PPOConfig, RLOOConfig, REINFORCEConfig, A2CConfig) "
+        "and of the supervised stage (SFTConfig, as --sft-*) can be set; each shows its default.",
     )
-    p.add_argument("--n-envs", type=int, default=64, help="episodes per rollout")
-    p.add_argument(
-        "--policy-kwargs",
-        type=json.loads,
-        default=None,
-        help='JSON TransformerConfig fields for a new policy, e.g. \'{"n_layer": 1, "n_embd": 32}\'',
+    run = p.add_argument_group("run")
+    run.add_argument("--algo", default="ppo", help="ppo, rloo, reinforce or a2c [default: ppo]")
+    run.add_argument(
+        "--env", default=None, help="a TextEnv id [default: TextEnv/Reverse-v0; a resumed run's own]"
     )
-    p.add_argument("--learning-rate", type=float, default=None, help="default: the algorithm's")
-    p.add_argument("--kl-coef", type=float, default=0.0, help="initial β of the KL leash to the SFT policy")
-    p.add_argument("--target-kl", type=float, default=None, help="adaptive β target (per-episode KL)")
-    p.add_argument(
-        "--k", type=int, default=None,
-        help="completions per prompt (ppo, rloo): PPO with k ≥ 2 uses their group baseline instead of "
-        "the value head; default: the algorithm's (PPO 1, RLOO 4)",
+    run.add_argument(
+        "--policy", default="transformer",
+        help="'transformer' (a new policy sized for the task), 'english-small' (the shipped English policy) "
+        "or a saved-policy directory [default: transformer]",
     )  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    p.add_argument("--out", default=None, help="run directory (default runs/<env>_<algo>_s<seed>)")
-    p.add_argument("--checkpoint-every", type=int, default=20, help="iterations between checkpoints")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--eval-episodes", type=int, default=200)
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_run_train)
+    run.add_argument(
+        "--total-timesteps", type=int, default=100_000,
+        help="RL budget in env steps (generated tokens, EOS included, over all episodes); training stops at "
+        "the first iteration boundary at or past it [default: 100000]",
+    )  # fmt: skip
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda [default: auto]")
+    run.add_argument("--out", default=None, help="run directory [default: runs/<env>_<algo>_s<seed>]")
+    run.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    run.add_argument(
+        "--overwrite", action="store_true", help="delete a run already in --out and start a new one"
+    )
+    run.add_argument(
+        "--trust-code", action="store_true",
+        help="let --resume import a reward the run recorded by name (from installed packages, never the "
+        "working directory); without it such a run must be given its reward again",
+    )  # fmt: skip
+    run.add_argument("--eval-episodes", type=int, default=200, help="test prompts evaluated at the end")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rl = p.add_argument_group("RL hyperparameters (each applies to the learners named, if not all)")
+    p.set_defaults(rl_fields=add_config_arguments(rl, _learner_configs(), skip=("verbose",)))
+    sft_group = p.add_argument_group("supervised warm start (SFTConfig)")
+    sft_fields = add_config_arguments(
+        sft_group, {"sft": SFTConfig}, skip=("seed", "policy_kwargs", "split"), prefix="sft_"
+    )
+    p.set_defaults(sft_fields=sft_fields, func=_run_train)
+    for action in [*rl._group_actions, *sft_group._group_actions]:  # the shell's defaults where they differ
+        if action.dest in _CLI_DEFAULTS and action.help:
+            action.help = f"{action.help.rsplit(' [default:', 1)[0]} [default: {_CLI_DEFAULTS[action.dest]}]"
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    import shutil
     from pathlib import Path
 
     import text_env  # noqa: F401
     from agents import ALGORITHMS, sft
-    from agents.common import latest_checkpoint
+    from agents.checkpoint import RunLock
+    from agents.config import given_overrides
 
-    algo_cls = ALGORITHMS.get(args.algo.lower())
+    name = args.algo.lower()
+    algo_cls = ALGORITHMS.get(name)
     if algo_cls is None:
         raise ValueError(f"unknown --algo {args.algo!r}; expected one of {sorted(ALGORITHMS)}")
-    if args.total_timesteps < 0 or args.sft_steps < 0:
-        raise ValueError("--total-timesteps and --sft-steps must be ≥ 0")
-    if args.k is not None and args.algo.lower() not in ("ppo", "rloo"):
-        raise ValueError(f"--k applies to ppo and rloo (completions per prompt), not --algo {args.algo!r}")
-    if args.policy_kwargs is not None and not isinstance(args.policy_kwargs, dict):
-        raise ValueError(f"--policy-kwargs must be a JSON object, got {args.policy_kwargs!r}")
-    name = args.env.split("/")[-1]
-    out = Path(args.out or f"runs/{name}_{args.algo}_s{args.seed}")
-    resumed = False
-    if args.resume:
-        try:
-            latest_checkpoint(out)
-        except FileNotFoundError:
+    if args.total_timesteps < 0:
+        raise ValueError(f"--total-timesteps must be ≥ 0, got {args.total_timesteps}")
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pass one")
+    overrides = given_overrides(args, args.rl_fields)
+    fields = {f for f in algo_cls.config_class.__dataclass_fields__}
+    foreign = sorted(set(overrides) - fields)
+    if foreign:
+        owners = {
+            n: [a for a, c in _learner_configs().items() if n in c.__dataclass_fields__] for n in foreign
+        }
+        raise ValueError(
+            "; ".join(
+                f"--{n.replace('_', '-')} applies to {_join(owners[n])}, not --algo {name}" for n in foreign
+            )
+        )
+    sft_kwargs = {k.removeprefix("sft_"): v for k, v in given_overrides(args, args.sft_fields).items()}
+    seed = overrides.get("seed", 0)
+    env_id = args.env or "TextEnv/Reverse-v0"
+    out = Path(args.out or f"runs/{env_id.split('/')[-1]}_{name}_s{seed}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file; expected a run directory")
+    with RunLock.for_directory(out):
+        agent = None
+        has_run = (out / "latest.json").exists()
+        if args.resume and has_run:
+            agent = _resume(algo_cls, out, args, overrides)
+        elif args.resume:
             print(f"no checkpoint in {out}; starting a new run")
-        else:
-            agent = algo_cls.load(out, device=args.device, log_dir=out / "logs", checkpoint_dir=out)
-            resumed = True
-            print(f"resumed {out} at {agent.num_timesteps} steps")
-    if not resumed:
-        policy = "transformer"
-        if args.sft_steps:
-            t0 = time.perf_counter()
-            policy = sft(
-                args.env, steps=args.sft_steps, seed=args.seed, device=args.device,
-                policy_kwargs=args.policy_kwargs,
-            )  # fmt: skip
-            print(f"SFT: {args.sft_steps} steps in {time.perf_counter() - t0:.1f}s")
-        kwargs = {} if args.learning_rate is None else {"learning_rate": args.learning_rate}
-        if args.k is not None:
-            kwargs["k"] = args.k
-        agent = algo_cls(
-            policy, args.env, n_envs=args.n_envs, kl_coef=args.kl_coef, target_kl=args.target_kl,
-            seed=args.seed,
-            device=args.device, log_dir=out / "logs", checkpoint_dir=out,
-            checkpoint_every=args.checkpoint_every, policy_kwargs=args.policy_kwargs, **kwargs,
-        )  # fmt: skip
-    remaining = max(0, args.total_timesteps - agent.num_timesteps)
-    t0 = time.perf_counter()
-    agent.learn(remaining, progress_bar=not args.no_progress, reset_num_timesteps=False)
-    agent.save(out)
-    print(f"trained {agent.num_timesteps} steps in {time.perf_counter() - t0:.1f}s; saved to {out}")
+        elif has_run or (out / "logs" / "progress.csv").exists():
+            if not args.overwrite:
+                raise ValueError(
+                    f"{str(out)!r} already holds a run; pass --resume to continue it, or --overwrite to "
+                    "delete it and start again (or choose another --out)"
+                )
+            for child in out.iterdir():
+                if child.name == ".text-env-lock.json":
+                    continue
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            print(f"--overwrite: deleted the run in {out}")
+        if agent is None:
+            policy: object = args.policy
+            if args.policy == "english-small":
+                from agents.pretrained import load_english_policy
+
+                policy = load_english_policy()
+            sft_steps = sft_kwargs.pop("steps", _CLI_DEFAULTS["sft_steps"])
+            if sft_steps:
+                t0 = time.perf_counter()
+                policy = sft(
+                    env_id, steps=sft_steps, seed=seed, device=args.device,
+                    policy=None if policy == "transformer" else _policy_object(policy),
+                    policy_kwargs=overrides.get("policy_kwargs"), progress_bar=not args.no_progress,
+                    **sft_kwargs,
+                )  # fmt: skip
+                print(f"SFT: {sft_steps} steps in {time.perf_counter() - t0:.1f}s")
+            overrides.setdefault("checkpoint_every", _CLI_DEFAULTS["checkpoint_every"])
+            agent = algo_cls(
+                policy, env_id, device=args.device, log_dir=out / "logs", checkpoint_dir=out, **overrides
+            )
+        remaining = max(0, args.total_timesteps - agent.num_timesteps)
+        t0 = time.perf_counter()
+        before = agent.num_timesteps
+        agent.learn(remaining, progress_bar=not args.no_progress, reset_num_timesteps=False)
+        agent.save(out)
+        trained = agent.num_timesteps - before
+        note = ""
+        if trained > remaining:
+            note = (
+                f" (the budget asked for {remaining}; training stops at the first iteration boundary at or "
+                f"past it, and one iteration is n_envs={agent.config.n_envs} whole episodes)"
+            )
+        print(f"trained {trained} tokens in {time.perf_counter() - t0:.1f}s{note}; saved to {out}")
     result = agent.evaluate(n_episodes=args.eval_episodes)
     print(
         f"test split: success {result['success_rate']:.3f}  mean return {result['mean_return']:.3f}  "
         f"({result['episodes']} prompts, greedy)"
     )
     return 0
+
+
+def _join(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _policy_object(policy: object) -> object:
+    """A policy to start SFT from: a loaded object, or a saved-policy directory."""
+    from pathlib import Path
+
+    from agents.policies import load_policy
+
+    if isinstance(policy, str):
+        if not Path(policy).is_dir():
+            raise ValueError(
+                f"--policy {policy!r} is neither 'transformer', 'english-small' nor a saved-policy directory"
+            )
+        return load_policy(policy)
+    return policy
+
+
+def _resume(algo_cls: type, out: object, args: argparse.Namespace, overrides: dict) -> object:
+    """Load the run in ``out``; refuse flags that would make it another run, and say which are overridden."""
+    from agents.checkpoint import read_checkpoint_state
+
+    _, state = read_checkpoint_state(out)  # type: ignore[arg-type]
+    saved = state["config"]
+    if state["algo"] != algo_cls.__name__:
+        raise ValueError(f"{out} holds a {state['algo']} run; --algo {args.algo} cannot resume it")
+    if args.env is not None and state["env"] is not None and args.env != state["env"]:
+        raise ValueError(
+            f"{out} was trained on {state['env']}; --resume cannot switch it to --env {args.env}"
+        )
+    changed = {k: v for k, v in overrides.items() if saved.get(k) != v}
+    identity = sorted(k for k in changed if k in _RUN_IDENTITY)
+    if identity:
+        raise ValueError(
+            f"--resume cannot change {', '.join('--' + k.replace('_', '-') for k in identity)} of the run in "
+            f"{out} (saved: {', '.join(f'{k}={saved.get(k)!r}' for k in identity)}); start a new run instead"
+        )
+    for k, v in changed.items():
+        print(f"--resume: overriding {k}: {saved.get(k)!r} -> {v!r}")
+    agent = algo_cls.load(
+        out, device=args.device, trust_code=args.trust_code, log_dir=out / "logs", checkpoint_dir=out,  # type: ignore[operator]
+        **changed,
+    )  # fmt: skip
+    print(f"resumed {out} at {agent.num_timesteps} steps")
+    return agent
 
 
 def add_eval_command(sub: argparse._SubParsersAction) -> None:
@@ -207,26 +324,36 @@ def add_eval_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--samples", type=int, default=5, help="example completions to print")
     p.add_argument("--json", default=None, help="also write the report to this JSON file")
+    p.add_argument(
+        "--trust-code", action="store_true",
+        help="import a reward the run recorded by name (from installed packages, never the working "
+        "directory)",
+    )  # fmt: skip
     p.set_defaults(func=_run_eval)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     import text_env  # noqa: F401
     from agents import load_policy
-    from agents.common import latest_checkpoint
+    from agents.checkpoint import read_checkpoint_state, resolve_recorded_config
     from agents.evaluation import evaluate_generation
-    from text_env.io import read_json
+    from agents.rollout import make_rollout_env
 
     path = Path(args.path)
-    env = args.env
+    if not path.exists():
+        raise FileNotFoundError(f"{str(path)!r} does not exist; expected a run directory or a saved policy")
+    env: object = args.env
+    env_kwargs: dict = {}
     if (path / "latest.json").exists():
-        ckpt = latest_checkpoint(path)
+        ckpt, state = read_checkpoint_state(path)
         policy = load_policy(ckpt / "policy")
-        reference = load_policy(ckpt / "reference") if (ckpt / "reference").exists() else None
-        env = env or read_json(ckpt / "state.json", what="agent state").get("env")
+        reference = load_policy(ckpt / "reference") if state["has_reference"] else None
+        if env is None:
+            env = state["env"]
+            config = resolve_recorded_config(state["config"], str(ckpt / "state.json"), args.trust_code, {})
+            env_kwargs = config.get("env_kwargs") or {}
     elif (path / "config.json").exists():
         policy, reference = load_policy(path), None
     else:
@@ -236,13 +363,16 @@ def _run_eval(args: argparse.Namespace) -> int:
     if not env:
         raise ValueError("the agent does not record its env; pass --env TextEnv/...")
     report = evaluate_generation(
-        policy, env, n_episodes=args.episodes, split=args.split, deterministic=not args.sample,
-        reference=reference, n_samples=args.samples,
+        policy, make_rollout_env(env, 1, **env_kwargs), n_episodes=args.episodes, split=args.split,
+        deterministic=not args.sample, reference=reference, n_samples=args.samples,
     )  # fmt: skip
     print(
         f"{env} — {args.split} split, {report['episodes']} prompts, {'sampled' if args.sample else 'greedy'}"
     )
     for k in ("success_rate", "mean_return", "perplexity", "distinct_1", "distinct_2", "mean_length"):
+        if k == "perplexity" and reference is None:
+            print(f"  {k:14} -       (needs a reference model: a run trained with a KL leash has one)")
+            continue
         print(f"  {k:14} {report[k]:.4f}")
     for k, v in report["metrics"].items():
         print(f"  {k:14} {v:.4f}")
@@ -253,11 +383,43 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_migrate_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "migrate",
+        help="upgrade a run or policy saved by text-env 0.1 (adds the integrity manifest)",
+        description="Upgrade, in place, a run directory, checkpoint or saved policy written by text-env 0.1: "
+        "each gets the sha256 manifest that loading now requires. Only migrate files you trust: the "
+        "manifest vouches for whatever the files hold now.",
+    )
+    p.add_argument("path", help="a run directory, a ckpt-* directory or a saved-policy directory")
+    p.set_defaults(func=_run_migrate)
+
+
+def _run_migrate(args: argparse.Namespace) -> int:
+    from agents.checkpoint import migrate
+
+    done = migrate(args.path)
+    print(
+        f"migrated {len(done)} director{'y' if len(done) == 1 else 'ies'}" + "".join(f"\n  {d}" for d in done)
+    )
+    return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("text-env")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="text-env", description="Text generation as Gymnasium environments."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--version", action="version", version=f"text-env {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module, fn in _COMMANDS:
         adder: Callable[[argparse._SubParsersAction], None] = getattr(importlib.import_module(module), fn)
@@ -276,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, OSError, ImportError) as e:
+    except (ValueError, TypeError, OSError, ImportError, RuntimeError, FloatingPointError) as e:
         # bad input from the command line (a bad value, a missing file, an --out that is a file, an unwritable
         # directory): one clear line, no traceback
         print(f"text-env {args.command}: error: {e}", file=sys.stderr)

@@ -24,22 +24,76 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from agents.common import (
-    OnPolicyAlgorithm,
+from agents.advantages import (
     check_group_size,
     compute_gae,
     explained_variance,
-    iteration_seed,
-    leave_one_out_advantages,
     masked_mean,
     masked_whiten,
 )
+from agents.on_policy import OnPolicyAlgorithm, OnPolicyConfig, iteration_seed
 from agents.rollout import RolloutBatch
+
+
+@dataclass
+class PPOConfig(OnPolicyConfig):
+    """PPO's hyperparameters (beyond :class:`~agents.on_policy.OnPolicyConfig`'s)."""
+
+    learning_rate: float = 2e-5
+    """AdamW learning rate."""
+    n_epochs: int = 2
+    """Passes over each batch."""
+    batch_size: int = 32
+    """Episodes per minibatch (one full-sequence forward each)."""
+    clip_range: float = 0.2
+    """ε of the clipped probability ratio."""
+    clip_range_vf: float | None = 0.2
+    """Clip the value update to ± this around the rollout's values (none: no clipping)."""
+    vf_coef: float = 0.5
+    """Value-loss weight."""
+    gae_lambda: float = 0.95
+    """λ of GAE."""
+    normalize_advantage: bool = True
+    """Whiten advantages over the batch's tokens."""
+    max_approx_kl: float | None = 0.05
+    """Stop the epochs early when the approximate KL to the rollout policy exceeds this (cleanrl's
+    target_kl; here target_kl is the KL leash's target, as in TRL)."""
+    k: int = 1
+    """Completions per prompt: 1 uses GAE on the value head; k ≥ 2 (n_envs a multiple of k) uses the
+    leave-one-out group baseline instead (GRPO-style; the value head is neither used nor trained)."""
+    scale_by_std: bool = False
+    """With k ≥ 2: divide each group's advantages by its standard deviation (GRPO's normalisation)."""
+
+    def __post_init__(self) -> None:
+        if (
+            type(self.n_epochs) is not int
+            or type(self.batch_size) is not int
+            or self.n_epochs < 1
+            or self.batch_size < 1
+        ):
+            raise ValueError(f"n_epochs and batch_size must be ≥ 1, got {self.n_epochs}, {self.batch_size}")
+        clip = self.clip_range
+        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < clip < 1:
+            raise ValueError(f"clip_range must be in (0, 1), got {clip!r}")
+        for name in ("clip_range_vf", "max_approx_kl"):
+            v = getattr(self, name)
+            if v is not None and (
+                isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf")
+            ):
+                raise ValueError(f"{name} must be a number > 0 or None, got {v!r}")
+        if (
+            isinstance(self.gae_lambda, bool)
+            or not isinstance(self.gae_lambda, (int, float))
+            or not 0 <= self.gae_lambda <= 1
+        ):
+            raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda!r}")
+        check_group_size(self.k, self.n_envs, minimum=1)
+        super().__post_init__()
 
 
 def clipped_surrogate(
@@ -62,113 +116,69 @@ def clipped_surrogate(
 
 
 class PPO(OnPolicyAlgorithm):
-    """Proximal Policy Optimization over whole episodes of tokens.
+    """Proximal Policy Optimization over whole episodes of tokens; hyperparameters in :class:`PPOConfig`.
 
-    Args (beyond :class:`~agents.common.OnPolicyAlgorithm`'s):
-        n_epochs: Passes over each batch.
-        batch_size: Episodes per minibatch (one full-sequence forward each).
-        clip_range: ε of the clipped ratio.
-        clip_range_vf: Clip the value update to ±this around the rollout's values (None: no clipping).
-        vf_coef: Value-loss weight.
-        gae_lambda: λ of GAE.
-        normalize_advantage: Whiten advantages over the batch's tokens.
-        max_approx_kl: Stop the epochs early when the approximate KL to the rollout policy exceeds it
-            (cleanrl's ``target_kl``; here ``target_kl`` is the KL leash's target, as in TRL).
-        k: Completions per prompt. 1 (default): GAE advantages from the value head. k ≥ 2 (``n_envs`` a
-            multiple of k): leave-one-out group advantages, the value head neither used nor trained.
+    Example:
+        >>> agent = PPO("transformer", "TextEnv/Reverse-L4-v0", n_envs=16, n_epochs=1)  # doctest: +SKIP
+        >>> agent.config.clip_range                                                    # doctest: +SKIP
+        0.2
     """
 
     algo_name = "ppo"
+    config_class = PPOConfig
+    config: PPOConfig
 
-    def __init__(
-        self,
-        policy: Any = "transformer",
-        env: Any = "TextEnv/Reverse-v0",
-        *,
-        n_epochs: int = 2,
-        batch_size: int = 32,
-        clip_range: float = 0.2,
-        clip_range_vf: float | None = 0.2,
-        vf_coef: float = 0.5,
-        gae_lambda: float = 0.95,
-        normalize_advantage: bool = True,
-        max_approx_kl: float | None = 0.05,
-        k: int = 1,
-        learning_rate: float = 2e-5,
-        **kwargs: Any,
-    ) -> None:
-        if n_epochs < 1 or batch_size < 1:
-            raise ValueError(f"n_epochs and batch_size must be ≥ 1, got {n_epochs}, {batch_size}")
-        if not 0 < clip_range < 1:
-            raise ValueError(f"clip_range must be in (0, 1), got {clip_range!r}")
-        k = check_group_size(k, kwargs.get("n_envs", 64), minimum=1)
-        super().__init__(policy, env, learning_rate=learning_rate, **kwargs)
-        self.k = k
-        self.uses_value_head = k == 1
-        self.n_epochs = n_epochs
-        self.batch_size = batch_size
-        self.clip_range = clip_range
-        self.clip_range_vf = clip_range_vf
-        self.vf_coef = vf_coef
-        self.gae_lambda = gae_lambda
-        self.normalize_advantage = normalize_advantage
-        self.max_approx_kl = max_approx_kl
-        self.hparams.update(
-            n_epochs=n_epochs, batch_size=batch_size, clip_range=clip_range, clip_range_vf=clip_range_vf,
-            vf_coef=vf_coef, gae_lambda=gae_lambda, normalize_advantage=normalize_advantage,
-            max_approx_kl=max_approx_kl, k=k, learning_rate=learning_rate,
-        )  # fmt: skip
+    @property
+    def uses_value_head(self) -> bool:  # type: ignore[override]
+        return self.config.k == 1
 
-    def train(self, batch: RolloutBatch) -> dict[str, float]:
-        rewards, kl = self.shaped_rewards(batch)
+    def train(self, batch: RolloutBatch, rewards: torch.Tensor) -> dict[str, float]:
+        cfg = self.config
         b_mask = batch.mask
         b_values = batch.values
-        if self.k == 1:
-            b_advantages, b_returns = compute_gae(rewards, b_values, b_mask, self.gamma, self.gae_lambda)
+        if cfg.k == 1:
+            b_advantages, b_returns = compute_gae(rewards, b_values, b_mask, cfg.gamma, cfg.gae_lambda)
         else:  # the group baseline: every token of a completion shares its leave-one-out advantage
-            seq_returns = (rewards * b_mask).sum(dim=1)  # (B,)
-            b_advantages = leave_one_out_advantages(seq_returns, self.k)[:, None] * b_mask
-            b_returns = None
-        if self.normalize_advantage:
+            b_advantages, b_returns = self.group_advantages(rewards, b_mask), None
+        if cfg.normalize_advantage:
             b_advantages = masked_whiten(b_advantages, b_mask)
 
         n = batch.actions.shape[0]
-        rng = np.random.default_rng(iteration_seed(self.seed, self.iteration) ^ 0x5EED)
+        rng = np.random.default_rng(iteration_seed(cfg.seed, self.iteration) ^ 0x5EED)
         pg_losses, v_losses, entropies, approx_kls, clipfracs = [], [], [], [], []
         stopped_early = False
-        for _epoch in range(self.n_epochs):
+        for _epoch in range(cfg.n_epochs):
             perm = torch.as_tensor(rng.permutation(n), device=self.device)
-            for start in range(0, n, self.batch_size):
-                mb = perm[start : start + self.batch_size]
+            for start in range(0, n, cfg.batch_size):
+                mb = perm[start : start + cfg.batch_size]
                 m = b_mask[mb]
                 new_logp, new_values, entropy = self.forward_batch(batch, mb)
                 pg_loss, approx_kl, clipfrac = clipped_surrogate(
-                    new_logp, batch.logprobs[mb], b_advantages[mb], m, self.clip_range
+                    new_logp, batch.logprobs[mb], b_advantages[mb], m, cfg.clip_range
                 )
                 if b_returns is None:  # no critic
                     v_loss = torch.zeros((), device=pg_loss.device)
-                elif self.clip_range_vf is None:
+                elif cfg.clip_range_vf is None:
                     v_loss = 0.5 * masked_mean((new_values - b_returns[mb]) ** 2, m)
                 else:  # PPO2's clipped value loss
                     v_clipped = b_values[mb] + torch.clamp(
-                        new_values - b_values[mb], -self.clip_range_vf, self.clip_range_vf
+                        new_values - b_values[mb], -cfg.clip_range_vf, cfg.clip_range_vf
                     )
                     v_loss = 0.5 * masked_mean(
                         torch.maximum((new_values - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2), m
                     )
                 ent = masked_mean(entropy, m)
-                loss = pg_loss + self.vf_coef * v_loss - self.ent_coef * ent
+                loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * ent
                 self.optimizer_step(loss)
                 pg_losses.append(pg_loss.item())
                 v_losses.append(v_loss.item())
                 entropies.append(ent.item())
                 approx_kls.append(approx_kl.item())
                 clipfracs.append(clipfrac.item())
-            if self.max_approx_kl is not None and approx_kls[-1] > self.max_approx_kl:
+            if cfg.max_approx_kl is not None and approx_kls[-1] > cfg.max_approx_kl:
                 stopped_early = True
                 break
 
-        self.kl.update(float(kl.mean()), n)
         return {
             "losses/policy_loss": float(np.mean(pg_losses)),
             "losses/value_loss": float(np.mean(v_losses)),
@@ -179,5 +189,4 @@ class PPO(OnPolicyAlgorithm):
                 float("nan") if b_returns is None else explained_variance(b_values, b_returns, b_mask)
             ),
             "losses/stopped_early": float(stopped_early),
-            "charts/kl": float(kl.mean()),
         }

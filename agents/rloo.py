@@ -13,45 +13,39 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
-from agents.common import OnPolicyAlgorithm, check_group_size, leave_one_out_advantages
+import torch
+
+from agents.advantages import check_group_size
+from agents.on_policy import OnPolicyAlgorithm, OnPolicyConfig
 from agents.rollout import RolloutBatch
 
 
-class RLOO(OnPolicyAlgorithm):
-    """k completions per prompt, each baselined by the others.
+@dataclass
+class RLOOConfig(OnPolicyConfig):
+    """RLOO's hyperparameters (beyond :class:`~agents.on_policy.OnPolicyConfig`'s)."""
 
-    Args (beyond :class:`~agents.common.OnPolicyAlgorithm`'s):
-        k: Completions per prompt (``n_envs`` must be a multiple, k ≥ 2).
-        scale_by_std: GRPO's normalization by the group's standard deviation.
-    """
+    learning_rate: float = 3e-5
+    """AdamW learning rate."""
+    k: int = 4
+    """Completions per prompt (n_envs must be a multiple; k ≥ 2)."""
+    scale_by_std: bool = False
+    """GRPO's normalisation: divide each group's advantages by its standard deviation."""
+
+    def __post_init__(self) -> None:
+        check_group_size(self.k, self.n_envs, minimum=2)
+        super().__post_init__()
+
+
+class RLOO(OnPolicyAlgorithm):
+    """k completions per prompt, each baselined by the others; hyperparameters in :class:`RLOOConfig`."""
 
     algo_name = "rloo"
+    config_class = RLOOConfig
+    config: RLOOConfig
     uses_value_head = False
 
-    def __init__(
-        self,
-        policy: Any = "transformer",
-        env: Any = "TextEnv/Reverse-v0",
-        *,
-        k: int = 4,
-        scale_by_std: bool = False,
-        learning_rate: float = 3e-5,
-        **kwargs: Any,
-    ) -> None:
-        k = check_group_size(k, kwargs.get("n_envs", 64), minimum=2)
-        super().__init__(policy, env, learning_rate=learning_rate, **kwargs)
-        self.k = k
-        self.scale_by_std = scale_by_std
-        self.hparams.update(k=k, scale_by_std=scale_by_std, learning_rate=learning_rate)
-
-    def train(self, batch: RolloutBatch) -> dict[str, float]:
-        rewards, kl = self.shaped_rewards(batch)
-        seq_returns = (rewards * batch.mask).sum(dim=1)  # (B,)
-        adv = leave_one_out_advantages(seq_returns, self.k, self.scale_by_std)  # (B,)
-        b_advantages = adv[:, None] * batch.mask  # every token of a completion shares its advantage
-        stats = self.policy_gradient_step(batch, b_advantages, None, 0.0)
-        self.kl.update(float(kl.mean()), batch.actions.shape[0])
-        stats["charts/kl"] = float(kl.mean())
-        return stats
+    def train(self, batch: RolloutBatch, rewards: torch.Tensor) -> dict[str, float]:
+        b_advantages = self.group_advantages(rewards, batch.mask)  # every token of a completion shares it
+        return self.policy_gradient_step(batch, b_advantages, None, 0.0)

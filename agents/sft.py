@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.common import resolve_device
+from agents.config import check_fields
+from agents.on_policy import resolve_device
 from agents.rollout import auto_num_threads, torch_threads
 from text_env.rewards.base import pad_ragged
 from text_env.tasks.base import Task, make_task
@@ -32,6 +34,38 @@ from text_env.tasks.base import Task, make_task
 logger = logging.getLogger(__name__)
 
 SFT_VERSION = 1
+
+
+@dataclass
+class SFTConfig:
+    """The supervised stage's hyperparameters (``sft(env, **fields)``; ``text-env train --sft-<field>``)."""
+
+    steps: int = 2000
+    """Gradient steps (0: no supervised stage)."""
+    batch_size: int = 64
+    """Demonstrations per step."""
+    learning_rate: float = 1e-3
+    """Peak AdamW learning rate (linear warmup, cosine decay to 10%)."""
+    warmup: int = 100
+    """Warmup steps."""
+    seed: int = 0
+    """Seeds the weights and the batch order."""
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Model settings for a policy built here (e.g. {"n_layer": 2, "n_embd": 128})."""
+    split: str = "train"
+    """Which split's demonstrations to train on."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for name in ("steps", "warmup", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an int ≥ 0, got {getattr(self, name)!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
+        if self.split not in ("train", "validation", "test"):
+            raise ValueError(f"split must be 'train', 'validation' or 'test', got {self.split!r}")
 
 
 def cache_root() -> Path:
@@ -108,6 +142,7 @@ def sft(
     policy_kwargs: dict[str, Any] | None = None,
     cache: bool = True,
     split: str = "train",
+    progress_bar: bool = False,
 ) -> Any:
     """Supervised fine-tuning on the task's demonstrations; returns the trained policy.
 
@@ -124,11 +159,15 @@ def sft(
         policy_kwargs: Model settings for the built policy (e.g. ``n_layer=2, n_embd=128``).
         cache: Reuse/write the checkpoint under ``$TEXT_ENV_CACHE/sft``.
         split: Which split's demonstrations to train on.
+        progress_bar: Show a tqdm bar over the steps (the CLI does).
+
+    The settings are validated as an :class:`SFTConfig`.
     """
     from agents.policies import TransformerPolicy, load_policy
 
-    if not isinstance(steps, int) or steps < 0:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an int ≥ 0, got {steps!r}")
+    SFTConfig(steps, batch_size, learning_rate, warmup, seed, dict(policy_kwargs or {}), split)  # validates
     task = task_of(env)
     dev = resolve_device(device)
     policy_kwargs = dict(policy_kwargs or {})
@@ -163,6 +202,11 @@ def sft(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     policy.train()
     loss_val = float("nan")
+    bar = None
+    if progress_bar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, unit="step", desc=f"sft {task.name}")
     with torch_threads(auto_num_threads(policy, dev)):  # one thread for small CPU models (BENCHMARKS.md)
         for step in range(steps):
             idx = torch.randint(n, (min(batch_size, n),), generator=gen).to(dev)
@@ -175,8 +219,14 @@ def sft(
             opt.step()
             sched.step()
             loss_val = loss.item()
+            if bar is not None:
+                bar.update(1)
+                if step % 20 == 0:
+                    bar.set_postfix(loss=f"{loss_val:.4f}")
             if step % 500 == 0 or step == steps - 1:
                 logger.info("sft %s step %d/%d loss %.4f", task.name, step + 1, steps, loss_val)
+    if bar is not None:
+        bar.close()
     policy.eval()
     if not math.isfinite(loss_val) and steps:
         raise FloatingPointError(f"SFT on {task.name!r} diverged (loss {loss_val}); lower learning_rate")

@@ -44,7 +44,6 @@ from agents.policies import TransformerConfig, TransformerLM, TransformerPolicy
 from text_env.data.bbc import load_bbc_articles
 from text_env.data.english import default_tokenizer, english_corpus, movie_reviews, plot_summaries
 from text_env.data.sources import content_hash
-from text_env.io import atomic_write_json
 from text_env.tasks.base import make_task
 
 TASKS_IN_FORMAT = ("summarize", "translate", "qa")  # the sentiment task's texts are the corpus's reviews
@@ -236,7 +235,6 @@ def main(args: Args) -> dict:
     result = measure(model, tok, args)
     policy = TransformerPolicy(model, tok)
     out = Path(args.out)
-    policy.save(out)
     report = {
         "recipe": asdict(args),
         "model": config.to_dict(),
@@ -254,7 +252,8 @@ def main(args: Args) -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
-    atomic_write_json(out / "pretraining.json", report, indent=1)
+    # the report is part of the saved directory, so it is listed in (and verified by) its manifest
+    policy.save(out, extra_json={"pretraining.json": report})
     print(json.dumps(result, indent=1))
     print(f"wrote {out} in {report['seconds'] / 60:.1f} min")
     return report
@@ -268,7 +267,8 @@ def measure_only(args: Args) -> dict:
     path = Path(args.out) / "pretraining.json"
     report = json.loads(path.read_text()) if path.exists() else {}
     report["result"] = result
-    atomic_write_json(path, report, indent=1)
+    # re-saved (byte-identical weights) so that the manifest covers the updated report
+    policy.save(args.out, extra_json={"pretraining.json": report})
     print(json.dumps(result, indent=1))
     return report
 

@@ -28,6 +28,7 @@ from agents import PPO
 from agents.cli import main as cli_main
 from agents.policies import TransformerPolicy
 from agents.policies.transformer import read_safetensors, write_safetensors
+from text_env.persistence import write_manifest
 from text_env.tasks.base import Task
 
 torch.set_num_threads(1)
@@ -42,6 +43,7 @@ BANNED_BUILTINS = {"eval", "exec", "compile", "__import__"}
 DYNAMIC_IMPORTS = {
     ("agents/benchmark.py", "resolve_external"),  # --algos package.module:Class (regex-checked name)
     ("agents/benchmark.py", "machine_info"),  # __version__ of a fixed list of packages
+    ("agents/checkpoint.py", "import_by_name"),  # a recorded callable, only with trust_code, never from CWD
     ("agents/cli.py", "build_parser"),  # the fixed _COMMANDS table
     ("agents/sb3.py", "resolve_sb3_class"),  # the fixed SB3_LIBRARIES table
     ("text_env/rewards/__init__.py", "__getattr__"),  # the fixed _LAZY table
@@ -261,8 +263,8 @@ def _first(tensors: dict, suffix: str) -> str:
 TAMPERING = [
     ("state without counters", "state.json", lambda p: _edit_json(p, lambda d: d.pop("num_timesteps"))),
     ("state counter not a number", "state.json", lambda p: _edit_json(p, lambda d: d.update(iteration="x"))),
-    ("state hparams not a dict", "state.json", lambda p: _edit_json(p, lambda d: d.update(hparams=[1]))),
-    ("state unknown hparam", "state.json", lambda p: _edit_json(p, lambda d: d["hparams"].update(bogus=1))),
+    ("state config not a dict", "state.json", lambda p: _edit_json(p, lambda d: d.update(config=[1]))),
+    ("state unknown hparam", "state.json", lambda p: _edit_json(p, lambda d: d["config"].update(bogus=1))),
     ("state a list", "state.json", lambda p: p.write_text("[1, 2]")),
     (
         "optimizer.json without groups",
@@ -364,9 +366,14 @@ def test_a_loaded_policy_with_nan_weights_fails_clearly_when_sampling(saved_run,
     _edit_tensors(
         ckpt / "policy" / "model.safetensors", lambda t: t.update({k: v * float("nan") for k, v in t.items()})
     )
-    agent = PPO.load(run, env=_task())  # NaN is a valid float: loading cannot tell
-    with pytest.raises(ValueError, match="not finite"):
-        agent.learn(8, reset_num_timesteps=False)
+    with pytest.raises(ValueError, match="manifest"):  # the file no longer matches the manifest
+        PPO.load(run, env=_task())
+    for d in (ckpt / "policy", ckpt):  # as if the NaN weights had been saved with a valid manifest
+        if (d / "manifest.json").exists():
+            m = json.loads((d / "manifest.json").read_text())
+            write_manifest(d, m["kind"], m["format_version"])
+    with pytest.raises(ValueError, match="finite"):  # refused at load, or when sampling
+        PPO.load(run, env=_task()).learn(8, reset_num_timesteps=False)
     with pytest.raises(ValueError, match="not finite"):
         TransformerPolicy.load(ckpt / "policy").sample(torch.full((1, 8), float("nan")))
 

@@ -31,8 +31,8 @@ import pytest
 import torch
 
 from agents import PPO
+from agents.checkpoint import LOCK_NAME, latest_checkpoint
 from agents.cli import main as cli_main
-from agents.common import latest_checkpoint
 from agents.policies import load_policy
 from text_env.io import read_json
 from text_env.tasks.base import Task
@@ -67,7 +67,7 @@ import json, os, shutil, signal, sys
 import torch
 torch.set_num_threads(1)
 from agents import PPO
-from agents.common import latest_checkpoint
+from agents.checkpoint import latest_checkpoint
 """
     + TASK_CODE
     + """
@@ -214,7 +214,8 @@ def zygote():
 
 
 def leftovers(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
+    """Temporary files and directories (the run lock is meant to stay: it is the lock, not debris)."""
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith(".") and p.name != LOCK_NAME)
 
 
 @pytest.mark.expensive

@@ -346,12 +346,12 @@ def tokenizer_from_dict(data: dict[str, Any], base_dir: str | os.PathLike | None
             )
         return BPETokenizer(HFTok.from_str(json.dumps(data["tokenizer"])))
     if kind == "hf":
-        from transformers import AutoTokenizer
-
         from text_env.persistence import resolve_inside
 
-        # a path read from a file resolves inside the directory that holds it (no absolute path, no '..')
-        directory = resolve_inside(base_dir or ".", data.get("directory"), what="field 'directory'")
+        # the directory is read from the file: it must stay beside it (no absolute path, '..' or symlink)
+        directory = resolve_inside(base_dir or ".", data.get("directory"), what="hf tokenizer directory")
+        from transformers import AutoTokenizer
+
         return HFTokenizer(AutoTokenizer.from_pretrained(directory, local_files_only=True), directory)
     raise ValueError(f"unknown tokenizer type {kind!r}; expected one of 'char', 'bpe', 'hf'")
 

@@ -2,7 +2,7 @@
 
 :class:`HFPolicy` wraps a ``transformers.AutoModelForCausalLM`` and adds a scalar value head on its last
 hidden state. Decoding goes through HF's own ``DynamicCache`` inside an :class:`HFCache`, which keeps the
-per-slot key mask and position ids of :class:`~agents.policies.transformer.SlotCache`, so left padding and
+per-slot key mask and position ids of :class:`~agents.policies.cache.SlotCache`, so left padding and
 ``reset_slots`` behave exactly as with the built-in model.
 
 ``transformers`` is an optional dependency (``pip install text-env[hf]``); it is imported only when an
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,13 @@ import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 
-from agents.policies.transformer import (
-    LMPolicy,
-    SlotCache,
-    check_token_inputs,
+from agents.policies.base import LMPolicyBase, check_token_inputs
+from agents.policies.cache import SlotCache
+from text_env.persistence import (
+    check_tensor_shapes,
     read_safetensors,
+    read_safetensors_header,
+    resolve_inside,
     write_safetensors,
 )
 from text_env.tokenizers import HFTokenizer, Tokenizer, load_tokenizer
@@ -51,15 +54,70 @@ def _require_transformers() -> Any:
 
 
 def _text_config(model: Any) -> Any:
-    config = model.config
+    return _text_config_of(model.config)
+
+
+def _text_config_of(config: Any) -> Any:
+    # multimodal configs nest the LM's (transformers >= 4.48); older versions have no get_text_config
     return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+# Upper bounds of the sizes read from a saved model's config.json before it is built, like
+# agents.policies.model.CONFIG_LIMITS (far above released LMs: Llama 3.1 405B has 126 layers, 16384 wide,
+# a 128k vocabulary; Llama 4 reads up to 10M positions): a tampered number fails at once instead of building
+# a model for minutes.
+HF_CONFIG_LIMITS: dict[str, int] = {
+    "vocab_size": 1 << 20,
+    "hidden_size": 1 << 15,
+    "num_hidden_layers": 256,
+    "max_position_embeddings": 1 << 24,
+}
+
+
+def check_model_dir_sizes(model_dir: Path, text_config: Any) -> tuple[int, int]:
+    """Range-check a saved HF model's sizes and compare them with its weight files' headers, before the model
+    is built; return ``(hidden_size, vocab_size)``.
+
+    Every transformer layer holds at least one ``hidden × hidden`` matrix (the attention output projection)
+    and the embedding is ``vocab × hidden``, so weight files with fewer elements than either product cannot
+    hold the model the config describes: ``from_pretrained`` would build it and fill the missing layers with
+    fresh random weights (slowly, for a tampered ``num_hidden_layers``).
+
+    Raises:
+        ValueError: naming ``model_dir/config.json`` or the weight file.
+    """
+    where = repr(str(model_dir / "config.json"))
+    sizes: dict[str, int] = {}
+    for name, limit in HF_CONFIG_LIMITS.items():
+        value = getattr(text_config, name, None)
+        if value is None and name in ("num_hidden_layers", "max_position_embeddings"):
+            continue  # not every architecture names them
+        if type(value) is not int or not 1 <= value <= limit:
+            raise ValueError(f"{where}: {name} must be a positive int of at most {limit:,}, got {value!r}")
+        sizes[name] = value
+    files = sorted(p for p in model_dir.iterdir() if p.name.endswith(".safetensors"))
+    if not files:
+        raise ValueError(f"{str(model_dir)!r} holds no *.safetensors weights (only safetensors are read)")
+    held = 0
+    for f in files:
+        resolve_inside(model_dir, f.name, what="weights file")  # no symlink
+        held += sum(math.prod(shape) for _, shape in read_safetensors_header(f).values())
+    hidden, vocab = sizes["hidden_size"], sizes["vocab_size"]
+    needed = max(sizes.get("num_hidden_layers", 0) * hidden * hidden, vocab * hidden)
+    if held < needed:
+        raise ValueError(
+            f"{where} describes a model of at least {needed:,} weights "
+            f"({sizes.get('num_hidden_layers')} layers of width {hidden}, {vocab} tokens), but the weight "
+            f"files in {str(model_dir)!r} hold {held:,}"
+        )
+    return hidden, vocab
 
 
 class HFCache(SlotCache):
     """The KV cache of an :class:`HFPolicy`: a ``transformers.DynamicCache`` for the keys and values plus
     the per-slot key mask, position ids and shared write index of :class:`SlotCache`.
 
-    Unlike :class:`~agents.policies.transformer.KVCache` the keys are not preallocated (``DynamicCache``
+    Unlike :class:`~agents.policies.cache.KVCache` the keys are not preallocated (``DynamicCache``
     concatenates); ``max_len`` bounds the write index all the same.
     """
 
@@ -87,7 +145,7 @@ class HFCache(SlotCache):
             self.past.batch_select_indices(torch.as_tensor(rows, device=self.device))
 
 
-class HFPolicy(LMPolicy):
+class HFPolicy(LMPolicyBase):
     """A Hugging Face causal LM with a value head, behind the :class:`TransformerPolicy` interface.
 
     Args:
@@ -237,18 +295,16 @@ class HFPolicy(LMPolicy):
         return HFCache(self.model.config, batch_size, int(max_len), next(self.model.parameters()).device)
 
     # -- persistence ---------------------------------------------------------------------------------------
-    def save(self, directory: str | os.PathLike) -> None:
-        """Write ``model/`` (``save_pretrained``, safetensors), ``value_head.safetensors`` (value head and
-        action mask), ``tokenizer.json`` and ``config.json`` into ``directory``."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+    def _save_files(self, directory: Path, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """``model/`` (``save_pretrained``, safetensors) and ``value_head.safetensors`` (value head and action
+        mask); config.json gets ``model_dir``."""
         kwargs = {}
         if "safe_serialization" in inspect.signature(self.model.save_pretrained).parameters:
             kwargs["safe_serialization"] = True  # transformers 4.x; 5.x writes only safetensors
-        self.model.save_pretrained(d / "model", **kwargs)
-        own = {k: v for k, v in self.state_dict().items() if not k.startswith("model.")}
-        write_safetensors(d / "value_head.safetensors", own)
-        self._save_meta(d, {"model_dir": "model"})
+        self.model.save_pretrained(directory / "model", **kwargs)
+        own = {k: v for k, v in state.items() if not k.startswith("model.")}
+        write_safetensors(directory / "value_head.safetensors", own)
+        return {"model_dir": "model"}
 
     @classmethod
     def load(
@@ -256,31 +312,72 @@ class HFPolicy(LMPolicy):
     ) -> HFPolicy:
         """Restore a policy written by :meth:`save` (offline; safetensors and JSON only).
 
-        A truncated or corrupt file raises ``ValueError`` naming it.
+        In order: the manifest is verified, config.json is read strictly, ``model_dir`` must lie inside
+        ``directory``, the model's sizes are range-checked and compared with its weight files' headers
+        (:func:`check_model_dir_sizes`) and the value head's header with them, all before the model is built.
+
+        Raises:
+            FileNotFoundError: ``directory`` holds no policy.
+            ValueError: A file is corrupt, tampered with, inconsistent with another, or from an older format
+                (the message names the file, or gives the migration command).
         """
+        return cls._load(directory, device, verify=True, **model_kwargs)
+
+    @classmethod
+    def _load(
+        cls,
+        directory: str | os.PathLike,
+        device: torch.device | str | None,
+        verify: bool,
+        **model_kwargs: Any,
+    ) -> HFPolicy:
         transformers = _require_transformers()
-        d = Path(directory)
-        meta = cls._load_meta(d)
-        tokenizer = load_tokenizer(d / "tokenizer.json")
-        model_dir = d / str(meta.get("model_dir", "model"))
+        d, meta = cls._open_saved(directory, {"model_dir": str}, verify=verify)
+        config_path = d / "config.json"
+        model_dir = resolve_inside(d, meta["model_dir"], what=f"model_dir of {str(config_path)!r}")
+        if not model_dir.is_dir():
+            raise ValueError(f"{str(config_path)!r}: its model_dir {str(model_dir)!r} is not a directory")
+        head_path = resolve_inside(d, "value_head.safetensors", what="value head file")
+        try:  # JSON only: no weights, no code (trust_remote_code stays False)
+            model_config = transformers.AutoConfig.from_pretrained(model_dir, local_files_only=True)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                f"cannot read the model config in {str(model_dir)!r}: {type(e).__name__}: {e}"
+            ) from e
+        hidden, vocab = check_model_dir_sizes(model_dir, _text_config_of(model_config))
+        expected = {"value_head.weight": (1, hidden), "value_head.bias": (1,)}
+        if meta["has_action_mask"]:
+            expected["action_mask"] = (vocab,)
+        check_tensor_shapes(
+            head_path, read_safetensors_header(head_path), expected, what=f"{str(model_dir)!r}"
+        )
+        tokenizer = load_tokenizer(resolve_inside(d, "tokenizer.json", what="tokenizer file"))
+        kwargs = {
+            **model_kwargs,
+            "local_files_only": True,
+            "use_safetensors": True,
+            "output_loading_info": True,
+        }
         try:
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                model_dir, local_files_only=True, **model_kwargs
-            )
+            model, info = transformers.AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
         except (OSError, ValueError, RuntimeError, SafetensorError) as e:
             raise ValueError(
                 f"cannot load the model saved in {str(model_dir)!r}: {type(e).__name__}: {e}"
             ) from e
+        missing = list(info.get("missing_keys") or []) + list(info.get("mismatched_keys") or [])
+        if missing:  # from_pretrained would train on them as freshly initialised weights
+            raise ValueError(
+                f"the weight files in {str(model_dir)!r} do not match its config.json: missing or mis-shaped "
+                f"{sorted(map(str, missing))[:5]}"
+            )
         if device is not None:
             model = model.to(device)
-        head_path = d / "value_head.safetensors"
-        tensors = read_safetensors(head_path, device)
-        mask = (
-            torch.ones(int(_text_config(model).vocab_size), dtype=torch.bool)
-            if meta.get("has_action_mask")
-            else None
-        )
-        policy = cls(model, tokenizer, float(meta.get("temperature", 1.0)), mask)
+        tensors = read_safetensors(head_path, device, expected=expected)
+        mask = torch.ones(vocab, dtype=torch.bool) if meta["has_action_mask"] else None
+        try:
+            policy = cls(model, tokenizer, meta["temperature"], mask)
+        except (TypeError, ValueError) as e:  # e.g. a tokenizer of another vocabulary
+            raise ValueError(f"{str(config_path)!r} or its tokenizer.json is invalid: {e}") from e
         missing, unexpected = policy.load_state_dict(tensors, strict=False)
         missing = [k for k in missing if not k.startswith("model.")]
         if missing or unexpected:

@@ -7,6 +7,9 @@ pretrained with the causal LM loss on the train-split English corpus (BBC News, 
 plot summaries) and the tasks' train-split text in their prompt formats, by ``examples/pretrain_english.py``.
 Its recipe and measured perplexities are in ``english-small/pretraining.json``.
 
+Each shipped directory carries a ``manifest.json`` (sha256 and size of every file, see
+:mod:`text_env.persistence`), verified on every load like any saved policy's.
+
 Example:
     >>> from agents.pretrained import load_english_policy
     >>> policy = load_english_policy()  # doctest: +SKIP
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from text_env.io import read_json
+from text_env.persistence import IntegrityError
 
 PRETRAINED_ROOT = Path(__file__).parent
 REBUILD_COMMANDS = {
@@ -63,11 +67,19 @@ def load_pretrained(name: str = "english-small", device: Any = None) -> Any:
         device: Where to put the weights (default CPU).
 
     Raises:
-        ValueError / FileNotFoundError: See :func:`pretrained_dir`.
+        ValueError / FileNotFoundError: See :func:`pretrained_dir`; ValueError also when a shipped file does
+            not match the manifest (the message names it and the command that rebuilds the policy).
     """
     from agents.policies import TransformerPolicy
 
-    policy = TransformerPolicy.load(pretrained_dir(name), device=device)
+    directory = pretrained_dir(name)
+    try:
+        policy = TransformerPolicy.load(directory, device=device)
+    except IntegrityError as e:
+        raise IntegrityError(
+            f"the shipped pretrained policy {name!r} is damaged: {e}. Restore it (git checkout -- "
+            f"{str(directory)!r}) or rebuild it from the repository root with: {REBUILD_COMMANDS[name]}"
+        ) from e
     return policy.eval()
 
 

@@ -1,7 +1,7 @@
-"""Tests for the learners (agents.common, ppo, reinforce, actor_critic, rloo): the shared math against
-closed forms, PPO's clipped objective on hand-made ratios, the RLOO/GRPO baselines, the KL leash, learning
-on a one-step task, the SB3-shaped API (callbacks, logs, save/load, bad input), seed determinism and
-resume equivalence (issue 8, items 1–2)."""
+"""Tests for the learners (agents.advantages, kl, on_policy, ppo, reinforce, actor_critic, rloo): the shared
+math against closed forms, PPO's clipped objective on hand-made ratios, the RLOO/GRPO baselines, the KL
+leash, learning on a one-step task, the SB3-shaped API (callbacks, logs, save/load, bad input), seed
+determinism and resume equivalence (issue 8, items 1–2)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,7 @@ from agents import (
     RolloutCollector,
     make_rollout_env,
 )
-from agents.common import (
-    KLController,
+from agents.advantages import (
     compute_gae,
     discounted_returns,
     explained_variance,
@@ -38,6 +37,7 @@ from agents.common import (
     masked_mean,
     masked_whiten,
 )
+from agents.kl import KLController
 from agents.ppo import clipped_surrogate
 
 ALGOS = [PPO, RLOO, REINFORCE, A2C]
@@ -521,8 +521,11 @@ def test_a_truncated_checkpoint_file_raises_value_error_naming_it(one_step_task,
 
 
 def test_load_errors_are_clear(one_step_task, make_agent, tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"latest\.json"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         PPO.load(tmp_path / "nothing-here")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"latest\.json"):
+        PPO.load(tmp_path / "empty")
     agent = make_agent(PPO, one_step_task)
     agent.save(tmp_path / "run")
     with pytest.raises(ValueError, match="'PPO' agent, not a RLOO"):

@@ -12,12 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agents.policies.transformer import (
-    TransformerConfig,
-    TransformerLM,
-    TransformerPolicy,
-    _whole_cache_decode,
-)
+from agents.policies.model import _whole_cache_decode
+from agents.policies.transformer import TransformerConfig, TransformerLM, TransformerPolicy
 from agents.rollout import RolloutCollector, auto_num_threads, make_rollout_env, torch_threads
 from text_env.tokenizers import CharTokenizer
 
@@ -54,6 +50,29 @@ def test_the_whole_cache_path_is_chosen_only_where_it_pays():
     assert not _whole_cache_decode(cpu, matrices=64, used=7, max_len=32)  # under a quarter used
     assert not _whole_cache_decode(cpu, matrices=8, used=30, max_len=32)  # few matrices: slicing is cheap
     assert not _whole_cache_decode(torch.device("meta"), matrices=64, used=30, max_len=32)  # CPU only
+
+
+@torch.inference_mode()
+def test_the_model_hands_the_attention_an_explicit_whole_cache_mask():
+    """The path is chosen by the mask's type (WholeCacheDecode), not by a float dtype of a plain tensor."""
+    from agents.policies.model import WholeCacheDecode
+
+    model = make_policy().model
+    ids, mask, _ = prompts()
+    tight = model.new_cache(B, max_len=ids.shape[1] + 2)
+    model.prefill(ids, mask, tight)
+    _, attn = model._positions_and_mask(torch.full((B, 1), 5), None, tight)
+    assert isinstance(attn, WholeCacheDecode) and attn.bias.shape == (B, 1, 1, tight.max_len)
+    assert attn.bias.dtype == torch.float32 and bool((attn.bias[:, 0, 0] == 0).eq(tight.key_mask).all())
+    roomy = model.new_cache(B, max_len=8 * ids.shape[1])
+    model.prefill(ids, mask, roomy)
+    _, attn = model._positions_and_mask(torch.full((B, 1), 5), None, roomy)
+    assert isinstance(attn, torch.Tensor) and attn.dtype == torch.bool  # SDPA's boolean mask
+    # a float tensor is SDPA's additive mask like any other, never taken for the whole-cache path
+    x = torch.randn(B, 1, 32)
+    float_mask = torch.zeros(B, 1, 1, roomy.pos + 1)
+    with no_sdpa(), pytest.raises(AssertionError, match="SDPA was used"):
+        model.h[0].attn(x, float_mask, roomy)
 
 
 @torch.inference_mode()

@@ -18,6 +18,7 @@ from agents.policies.transformer import (
     TransformerLM,
     TransformerPolicy,
 )
+from text_env.persistence import write_manifest
 from text_env.tokenizers import CharTokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -300,6 +301,46 @@ def test_for_task_sizes_policy_from_task():
         TransformerPolicy.for_task(task, max_seq_len=needed - 1)
 
 
+def test_both_policies_speak_the_protocol_and_share_the_base():
+    from agents.policies import LMPolicy, LMPolicyBase
+
+    policy = make_policy()
+    assert isinstance(policy, LMPolicy) and isinstance(policy, LMPolicyBase)
+    assert not isinstance(torch.nn.Linear(2, 2), LMPolicy)
+    if HAVE_TRANSFORMERS:
+        hf = make_hf_policy()
+        assert isinstance(hf, LMPolicy) and isinstance(hf, LMPolicyBase)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("masked", [True, False])
+def test_state_shapes_are_those_of_the_built_model(bias, masked):
+    config = TransformerConfig(vocab_size=V, n_layer=3, n_head=2, n_embd=16, max_seq_len=9, bias=bias)
+    policy = TransformerPolicy(TransformerLM(config), TOK, action_mask=np.ones(V) if masked else None)
+    real = {k: tuple(v.shape) for k, v in policy.state_dict().items()}
+    assert TransformerPolicy.state_shapes(config, masked) == real
+
+
+def test_the_policy_modules_docstring_examples_run():
+    import doctest
+
+    import agents.policies
+    import agents.policies.base
+    import agents.policies.cache
+    import agents.policies.model
+    import agents.policies.transformer
+
+    for module in (
+        agents.policies,
+        agents.policies.base,
+        agents.policies.cache,
+        agents.policies.model,
+        agents.policies.transformer,
+    ):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
 def test_config_validation_and_round_trip():
     config = TransformerConfig(vocab_size=10, n_layer=3)
     assert TransformerConfig.from_dict(config.to_dict()) == config
@@ -323,6 +364,7 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path):
     policy.save(tmp_path / "p")
     assert sorted(f.name for f in (tmp_path / "p").iterdir()) == [
         "config.json",
+        "manifest.json",
         "model.safetensors",
         "tokenizer.json",
     ]
@@ -355,12 +397,16 @@ def test_corrupt_files_raise_value_error_naming_the_file(tmp_path):
 
 
 def test_load_rejects_weights_that_do_not_match_the_config(tmp_path):
-    make_policy().save(tmp_path)
+    make_policy().save(tmp_path / "p")
     other = TransformerPolicy(TransformerLM(TransformerConfig(vocab_size=V, n_layer=1, n_embd=32)), TOK)
     other.save(tmp_path / "other")
-    (tmp_path / "model.safetensors").write_bytes((tmp_path / "other" / "model.safetensors").read_bytes())
+    weights = (tmp_path / "other" / "model.safetensors").read_bytes()
+    (tmp_path / "p" / "model.safetensors").write_bytes(weights)
+    with pytest.raises(ValueError, match=r"model\.safetensors.*manifest"):  # the manifest sees the swap
+        TransformerPolicy.load(tmp_path / "p")
+    write_manifest(tmp_path / "p", "policy", 2)  # and past a rewritten manifest, the header check does
     with pytest.raises(ValueError, match=r"model\.safetensors.*does not match"):
-        TransformerPolicy.load(tmp_path)
+        TransformerPolicy.load(tmp_path / "p")
 
 
 # ---- Hugging Face adapter ---------------------------------------------------------------------------------
@@ -459,12 +505,21 @@ def test_hf_policy_save_load_round_trip(tmp_path):
     torch.testing.assert_close(a, b, atol=0, rtol=0)
     torch.testing.assert_close(va, vb, atol=0, rtol=0)
     head = tmp_path / "value_head.safetensors"
-    head.write_bytes(head.read_bytes()[:10])
+    head_bytes = head.read_bytes()
+    head.write_bytes(head_bytes[:10])
     with pytest.raises(ValueError, match=r"value_head\.safetensors"):
         load_policy(tmp_path)
+    write_manifest(tmp_path, "policy", 2)  # past a rewritten manifest, the header check names it too
+    with pytest.raises(ValueError, match=r"value_head\.safetensors.*truncated"):
+        load_policy(tmp_path)
+    head.write_bytes(head_bytes)
+    write_manifest(tmp_path, "policy", 2)
     weights = tmp_path / "model" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(ValueError, match=r"cannot load the model saved in .*model"):
+    with pytest.raises(ValueError, match=r"model/model\.safetensors"):
+        load_policy(tmp_path)
+    write_manifest(tmp_path, "policy", 2)
+    with pytest.raises(ValueError, match=r"model/model\.safetensors.*truncated"):
         load_policy(tmp_path)
 
 

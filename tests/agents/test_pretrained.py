@@ -177,6 +177,41 @@ def test_samples_are_made_of_english_words(policy: TransformerPolicy) -> None:
     assert _common_word_fraction(untrained, prompts) < 0.1  # the test can fail
 
 
+def test_the_shipped_checkpoint_carries_a_verified_manifest_over_the_original_weights() -> None:
+    from text_env.persistence import verify_manifest
+
+    manifest = verify_manifest(pretrained_dir(), kind="policy", max_format_version=2)
+    assert manifest["format_version"] == 2
+    assert sorted(manifest["files"]) == [
+        "config.json",
+        "model.safetensors",
+        "pretraining.json",
+        "tokenizer.json",
+    ]
+    # the weights and tokenizer trained by examples/pretrain_english.py, untouched by the move to format 2
+    assert manifest["files"]["model.safetensors"]["sha256"] == (
+        "9f697cc9143fdbf8c9be34d560437f122f429d3c4d5cb8958e5f0c03a098f1f6"
+    )
+    assert manifest["files"]["tokenizer.json"]["sha256"] == (
+        "a567aaf21295eb266b6405497efa9a025cb5af74bbd09e081000331349a20926"
+    )
+
+
+def test_a_damaged_shipped_file_names_it_and_the_rebuild_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    shutil.copytree(pretrained_dir(), tmp_path / "english-small")
+    monkeypatch.setattr(pretrained, "PRETRAINED_ROOT", tmp_path)
+    weights = tmp_path / "english-small" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"model\.safetensors.*python examples/pretrain_english\.py"):
+        load_english_policy()
+
+
 def test_missing_files_name_the_rebuild_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pretrained, "PRETRAINED_ROOT", tmp_path)
     (tmp_path / "english-small").mkdir()

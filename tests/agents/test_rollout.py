@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from agents import RolloutCollector, evaluate_policy, make_rollout_env
-from agents.policies.transformer import KVCache, LMPolicy
+from agents.policies.transformer import KVCache, LMPolicyBase
 from agents.rollout import action_logprobs
 from text_env.vector import TextGenVectorEnv
 
@@ -22,13 +22,13 @@ def length_plus_one(prompts, completions, references):
     return [len(c) + 1.0 for c in completions]
 
 
-class ReverseOracle(LMPolicy):
+class ReverseOracle(LMPolicyBase):
     """A scripted policy for the ``tiny_reverse_task``: it reads each prompt (``ab=``) at prefill and then
     puts all its probability on the next token of the reversed string and EOS.
 
     With ``double_single=True`` it answers one-character prompts wrongly (``a=`` → ``aa``), so its exact
     success rate on the task's 14 prompts is 12/14. It speaks the collector's policy protocol (``new_cache``,
-    ``prefill``, ``decode_step``; ``sample``/``log_probs`` come from ``LMPolicy``) with no network inside.
+    ``prefill``, ``decode_step``; ``sample``/``log_probs`` come from ``LMPolicyBase``) with no network inside.
     """
 
     def __init__(self, tokenizer, double_single: bool = False) -> None:

@@ -129,8 +129,8 @@ def test_hf_adapter_round_trip_and_save_load(tmp_path: Path, bpe: BPETokenizer) 
         ('{"type": "char", "alphabet": "abc", "strict": 0}', r"field 'strict' must be true or false"),
         ('{"type": "char", "alphabet": ["a", "b"]}', r"field 'alphabet' must be a string"),
         ('{"type": "bpe", "tokenizer": "x"}', r"field 'tokenizer' must be the BPE tokenizer's JSON object"),
-        ('{"type": "hf", "directory": "/etc"}', r"field 'directory' '/etc' .* must be a path inside"),
-        ('{"type": "hf", "directory": "../x"}', r"field 'directory' '../x' .* must be a path inside"),
+        ('{"type": "hf", "directory": "/etc"}', r"hf tokenizer directory '/etc' .* must be a path inside"),
+        ('{"type": "hf", "directory": "../x"}', r"hf tokenizer directory '../x' .* must be a path inside"),
     ],
 )
 def test_corrupt_tokenizer_file_is_a_value_error_naming_the_file(

@@ -1,0 +1,692 @@
+"""The on-policy loop every built-in learner shares: collect a batch of episodes → shape rewards with the KL
+leash → update → adapt β → log → callbacks (checkpoints, progress bar, the user's).
+
+An algorithm file (``reinforce.py``, ``actor_critic.py``, ``ppo.py``, ``rloo.py``) subclasses
+:class:`OnPolicyAlgorithm`, declares its config dataclass and writes only its ``train(batch, rewards)``
+update, the way stable-baselines3's ``OnPolicyAlgorithm`` owns ``collect_rollouts`` / ``learn``.
+
+Units: a *timestep* is one env step, i.e. one generated token (EOS included), summed over slots; every
+budget (``total_timesteps``, the harness's ``--budget``) counts those. An *iteration* is one rollout of
+``n_envs`` episodes followed by one update; callbacks' ``on_step`` runs once per iteration. ``learn`` stops at
+the first iteration boundary at or past the budget, so it may overshoot by up to one iteration's tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from agents import checkpoint as ckpt_io
+from agents.advantages import (
+    check_group_size,
+    explained_variance,
+    group_advantages,
+    masked_mean,
+)
+from agents.callbacks import CallbackList, CheckpointCallback, ProgressBarCallback, make_callback
+from agents.checkpoint import NonFiniteUpdateError, RunLock
+from agents.config import check_fields, config_from_dict
+from agents.evaluation import evaluate_policy
+from agents.kl import KLController, kl_penalized_rewards
+from agents.logger import TrainLogger
+from agents.rollout import (
+    RolloutBatch,
+    RolloutCollector,
+    auto_num_threads,
+    make_rollout_env,
+    score_actions,
+)
+
+logger = logging.getLogger(__name__)
+
+CONFIG_VERSION = 1
+
+
+# ---- devices and seeds ----------------------------------------------------------------------------------
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present, else CPU; anything else is passed to ``torch.device``."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from e
+    if dev.type not in ("cpu", "cuda", "mps"):  # e.g. "meta" builds but cannot sample
+        raise ValueError(f"device {device!r} cannot run a policy; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    n_gpus = torch.cuda.device_count()
+    if dev.type == "cuda" and (dev.index or 0) >= n_gpus:  # torch would fail later with an AssertionError
+        raise ValueError(f"device {device!r} is not available: this machine has {n_gpus} CUDA devices")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} is not available on this machine")
+    return dev
+
+
+def iteration_seed(seed: int, iteration: int) -> int:
+    """A seed for one iteration, derived from the run's seed: an iteration replays identically after a
+    resume without saving any RNG state."""
+    return int(np.random.SeedSequence([seed, iteration]).generate_state(1, dtype=np.uint32)[0])
+
+
+# ---- the config --------------------------------------------------------------------------------------------
+@dataclass
+class OnPolicyConfig:
+    """Hyperparameters every built-in on-policy learner shares (each learner's config extends these)."""
+
+    n_envs: int = 64
+    """Episodes per rollout (slots of the vector env)."""
+    learning_rate: float = 3e-4
+    """AdamW learning rate."""
+    gamma: float = 1.0
+    """Discount (1.0: a completion's reward counts fully for every token)."""
+    kl_coef: float = 0.0
+    """Initial β of the per-token KL leash -β (log π − log π_ref); 0 disables the reference."""
+    target_kl: float | None = None
+    """Target per-episode KL (nats) for the adaptive β (Ziegler et al. 2019); none keeps β fixed."""
+    kl_horizon: int = 10_000
+    """Episodes over which the adaptive β moves toward its target."""
+    ent_coef: float = 0.0
+    """Entropy bonus weight (0 leaves the entropy out of the loss)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping by global norm."""
+    temperature: float | None = None
+    """Sampling temperature (none keeps the policy's); training scores the same distribution."""
+    seed: int = 0
+    """Seeds the weights (when the policy is built here), the prompt draws and the sampling."""
+    checkpoint_every: int = 50
+    """Iterations between checkpoints (when a checkpoint directory is set)."""
+    lr_warmup: int = 10
+    """Iterations of linear learning-rate warmup (0: none)."""
+    max_nonfinite_updates: int = 3
+    """Updates in a row with a non-finite loss or gradient (each skipped) before training stops."""
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    """TransformerConfig fields for a policy built here (policy='transformer'), e.g. {"n_layer": 1}."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Passed to the env factory when env is an id or a task (e.g. {"reward": "exact_match"})."""
+    verbose: int = 0
+    """0 silent; 1 logs a summary line per iteration through logging."""
+
+    def __post_init__(self) -> None:
+        # None means "none given" for the two dicts, as the keyword arguments always accepted
+        self.policy_kwargs = {} if self.policy_kwargs is None else self.policy_kwargs
+        self.env_kwargs = {} if self.env_kwargs is None else self.env_kwargs
+        if isinstance(self.n_envs, bool) or not isinstance(self.n_envs, int) or self.n_envs < 1:
+            raise ValueError(f"n_envs must be a positive int, got {self.n_envs!r}")
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"learning_rate must be a finite number > 0, got {lr!r}")
+        if (
+            isinstance(self.gamma, bool)
+            or not isinstance(self.gamma, (int, float))
+            or not 0 <= self.gamma <= 1
+        ):
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
+        if type(self.checkpoint_every) is not int or self.checkpoint_every < 1:  # (bools are ints too)
+            raise ValueError(f"checkpoint_every must be a positive int, got {self.checkpoint_every!r}")
+        kl = self.kl_coef
+        if isinstance(kl, bool) or not isinstance(kl, (int, float)) or not math.isfinite(kl) or kl < 0:
+            raise ValueError(f"kl_coef must be a finite number ≥ 0, got {kl!r}")
+        t = self.target_kl
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < math.inf):
+            raise ValueError(f"target_kl must be > 0 or None, got {t!r}")
+        for name in ("kl_horizon", "max_nonfinite_updates"):
+            v = getattr(self, name)
+            if type(v) is not int or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        for name in ("lr_warmup", "seed", "verbose"):
+            v = getattr(self, name)
+            if type(v) is not int or v < 0:
+                raise ValueError(f"{name} must be an int ≥ 0, got {v!r}")
+        for name in ("ent_coef", "max_grad_norm"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite number ≥ 0, got {v!r}")
+        temp = self.temperature
+        if temp is not None and (
+            isinstance(temp, bool) or not isinstance(temp, (int, float)) or not (0 < temp < math.inf)
+        ):
+            raise ValueError(f"temperature must be a positive finite number or None, got {temp!r}")
+        check_fields(self)
+
+
+# ---- the loop ---------------------------------------------------------------------------------------------
+class OnPolicyAlgorithm:
+    """The shared loop. Subclasses set ``algo_name`` and ``config_class`` and implement
+    ``train(batch, rewards) -> dict of stats``.
+
+    Args:
+        policy: A policy object (e.g. :class:`~agents.policies.TransformerPolicy`), a directory with a saved
+            policy, or ``"transformer"`` to build the default policy for the env's task.
+        env: A ``TextEnv/...`` id, a task name/Task, or a lockstep ``TextGenVectorEnv``.
+        config: The hyperparameters (the learner's config dataclass); None uses its defaults.
+        reference: The frozen reference policy; None = a frozen copy of the initial policy when kl_coef > 0.
+        device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``.
+        log_dir: Where ``progress.csv`` and TensorBoard events go (None: keep logs in memory only).
+        checkpoint_dir: Where periodic checkpoints go (None: none).
+        **hyperparameters: Fields of the config, overriding ``config``'s (e.g. ``n_envs=32``).
+    """
+
+    algo_name: ClassVar[str] = "base"
+    config_class: ClassVar[type[OnPolicyConfig]] = OnPolicyConfig
+    uses_value_head: bool = True
+
+    def __init__(
+        self,
+        policy: Any = "transformer",
+        env: Any = "TextEnv/Reverse-v0",
+        *,
+        config: OnPolicyConfig | None = None,
+        reference: Any = None,
+        device: str = "auto",
+        log_dir: str | os.PathLike | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        **hyperparameters: Any,
+    ) -> None:
+        if config is not None and not isinstance(config, self.config_class):
+            raise TypeError(f"config must be a {self.config_class.__name__}, got {type(config).__name__}")
+        known = {f.name for f in dataclasses.fields(self.config_class)}
+        unknown = sorted(set(hyperparameters) - known)
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unknown hyperparameters {unknown}; its config "
+                f"({self.config_class.__name__}) has {sorted(known)}"
+            )
+        base = config if config is not None else self.config_class()
+        self.config = dataclasses.replace(base, **hyperparameters)  # validated in __post_init__
+        cfg = self.config
+        self.device = resolve_device(device)
+        self.env_spec = env if isinstance(env, str) else None
+        self.env = make_rollout_env(env, cfg.n_envs, **cfg.env_kwargs) if env is not None else None
+        self._warn_unserialisable()
+        torch.manual_seed(cfg.seed)
+        self.policy = self._build_policy(policy, cfg.policy_kwargs).to(self.device)
+        self._check_trainable(self.policy)
+        if cfg.temperature is not None:
+            self.policy.temperature = cfg.temperature
+        self.kl = KLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
+        if reference is None and cfg.kl_coef > 0:
+            reference = self.policy.clone_frozen()
+        self.reference = None if reference is None else reference.to(self.device).eval()
+        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
+        self.collector = None if self.env is None else RolloutCollector(self.policy, self.env, self.reference)
+        self.log_dir = None if log_dir is None else Path(log_dir)
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self._logger: TrainLogger | None = None
+        self._append_logs = False
+        self.num_timesteps = 0
+        self.iteration = 0
+        self.saved_at: tuple[str, int, int] | None = None
+        self.skipped_updates = 0  # updates skipped for a non-finite loss or gradient, over the run
+        self._nonfinite_in_a_row = 0
+        self._stop_requested = False
+
+    # ---- config access (the hyperparameters read as attributes) -------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        # only called when normal lookup fails: agent.n_envs, agent.clip_range, ... read the config
+        config = self.__dict__.get("config")
+        if config is not None and name in {f.name for f in dataclasses.fields(config)}:
+            return getattr(config, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """The config as a dict (what checkpoints record; callables recorded by name)."""
+        record, _ = ckpt_io.to_record(dataclasses.asdict(self.config))
+        return record
+
+    @property
+    def logger(self) -> TrainLogger:
+        if self._logger is None:
+            self._logger = TrainLogger(self.log_dir, append=self._append_logs)
+        return self._logger
+
+    # ---- construction helpers --------------------------------------------------------------------------
+    def _build_policy(self, policy: Any, policy_kwargs: dict[str, Any]) -> Any:
+        from agents.policies import TransformerPolicy, load_policy
+
+        if isinstance(policy, torch.nn.Module):
+            return policy
+        if isinstance(policy, (str, os.PathLike)) and str(policy) == "transformer":
+            if self.env is None:
+                raise ValueError("policy='transformer' needs an env to size the model for")
+            return TransformerPolicy.for_task(self.env.task, **policy_kwargs)
+        if isinstance(policy, (str, os.PathLike)) and Path(policy).is_dir():
+            return load_policy(policy)
+        raise ValueError(
+            f"unknown policy {policy!r}; expected 'transformer', a policy object, or a saved-policy directory"
+        )
+
+    @staticmethod
+    def _check_trainable(policy: Any) -> None:
+        """Training keeps fp32 master weights (DESIGN.md): fp16/bf16 parameters would lose Adam's small
+        updates or overflow (AdamW's eps of 1e-8 is 0 in fp16, so a zero gradient gives a NaN weight)."""
+        low = sorted(
+            {str(p.dtype) for p in policy.parameters() if p.requires_grad and p.dtype != torch.float32}
+        )
+        if low:
+            raise ValueError(
+                f"the policy has trainable {', '.join(low)} parameters; training needs float32 master "
+                "weights (call policy.float(); on CUDA the forward runs under bf16 autocast)"
+            )
+
+    def _warn_unserialisable(self) -> None:
+        _, missing = ckpt_io.to_record(self.config.env_kwargs, "env_kwargs")
+        if missing:
+            what = ", ".join(f"{k} ({v})" for k, v in missing.items())
+            logger.warning(
+                "%s is not serialisable: checkpoints record it by name only, so resuming needs it passed "
+                "again (%s.load(path, env_kwargs={...}))",
+                what,
+                type(self).__name__,
+            )
+
+    # ---- the loop ------------------------------------------------------------------------------------------
+    def collect_rollouts(self) -> RolloutBatch:
+        """One batch of ``n_envs`` episodes, seeded by the iteration (replays identically on resume).
+
+        With ``k`` ≥ 2: ``n_envs / k`` prompts drawn from the train split, each repeated ``k``
+        times in consecutive rows.
+        """
+        if self.collector is None:
+            raise ValueError("this agent has no env; pass env=... to train it")
+        seed = iteration_seed(self.config.seed, self.iteration)
+        self.policy.eval()
+        k = self.group_size
+        if k == 1:
+            return self.collector.collect(seed=seed)
+        n_prompts = len(self.env.task.encoded(self.env.split))
+        groups = np.random.default_rng(seed).integers(n_prompts, size=self.config.n_envs // k)
+        return self.collector.collect(seed=seed, prompt_index=np.repeat(groups, k))
+
+    @property
+    def group_size(self) -> int:
+        """Completions sampled per prompt in one rollout: k ≥ 2 draws ``n_envs / k`` prompts and repeats each
+        k times (the group baselines of RLOO and of PPO(k=...)); 1 draws n_envs prompts independently."""
+        return int(getattr(self.config, "k", 1))
+
+    def shaped_rewards(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Env rewards plus the per-token KL leash ``-β (log π − log π_ref)``; also each episode's KL."""
+        return kl_penalized_rewards(
+            batch.rewards, batch.logprobs, batch.ref_logprobs, batch.mask, self.kl.value
+        )
+
+    def group_advantages(self, rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The shared critic-free estimator (RLOO, PPO with k ≥ 2): per-token advantages from each
+        completion's return baselined by the other completions of its prompt (``scale_by_std``: GRPO)."""
+        return group_advantages(
+            rewards, mask, self.group_size, bool(getattr(self.config, "scale_by_std", False))
+        )
+
+    def train(self, batch: RolloutBatch, rewards: torch.Tensor) -> dict[str, float]:
+        """The algorithm's update on one batch, given its KL-shaped per-token ``rewards (B, T)``."""
+        raise NotImplementedError
+
+    def learn(
+        self,
+        total_timesteps: int,
+        callback: Any = None,
+        log_interval: int = 1,
+        progress_bar: bool = False,
+        reset_num_timesteps: bool = True,
+    ) -> OnPolicyAlgorithm:
+        """Train for ``total_timesteps`` env steps (generated tokens), SB3-style.
+
+        The run stops at the first iteration boundary at or past the budget (an iteration is ``n_envs`` whole
+        episodes). With ``reset_num_timesteps=False`` the budget is added to the steps already taken (a
+        resumed run continues its count). SIGINT/SIGTERM finish the current iteration, write a checkpoint (if
+        ``checkpoint_dir`` is set) and return.
+        """
+        if not isinstance(total_timesteps, (int, np.integer)) or total_timesteps < 0:
+            raise ValueError(f"total_timesteps must be an int ≥ 0, got {total_timesteps!r}")
+        if reset_num_timesteps:
+            self.num_timesteps, self.iteration = 0, 0
+        target = self.num_timesteps + int(total_timesteps)
+        builtin: list[Any] = []
+        if self.checkpoint_dir is not None:
+            builtin.append(CheckpointCallback(self.checkpoint_dir, self.config.checkpoint_every))
+        progress = ProgressBarCallback(int(total_timesteps), self.algo_name) if progress_bar else None
+        if progress is not None:
+            builtin.append(progress)
+        cb = CallbackList([*builtin, make_callback(callback)])
+        cb.init_callback(self)
+        if self.num_timesteps >= target:  # nothing to do (e.g. a resume past its budget): no bar, no save
+            return self
+        with self._training_context():
+            cb.on_training_start(locals(), globals())
+            try:
+                while self.num_timesteps < target:
+                    batch, stats = self._iteration(log_interval)
+                    cb.update_locals({"batch": batch, "stats": stats})
+                    if not cb.on_step():
+                        break
+                    if self._stop_requested:
+                        logger.warning("stop requested by a signal: checkpointing and returning")
+                        if self.checkpoint_dir is not None:
+                            self.save(self.checkpoint_dir)
+                        break
+            finally:
+                if progress is not None:
+                    progress.on_training_end()
+        cb.on_training_end()
+        return self
+
+    def _iteration(self, log_interval: int) -> tuple[RolloutBatch, dict[str, float]]:
+        """One rollout and one update; returns the batch and the logged scalars."""
+        t0 = time.perf_counter()
+        batch = self.collect_rollouts()
+        t_rollout = time.perf_counter() - t0
+        rewards, kl = self.shaped_rewards(batch)
+        self.policy.train()
+        self._set_learning_rate()
+        skipped_before = self.skipped_updates
+        stats = self.train(batch, rewards)
+        self.kl.update(float(kl.mean()), batch.actions.shape[0])
+        stats["charts/kl"] = float(kl.mean())
+        self.policy.eval()
+        self.num_timesteps += batch.num_tokens
+        self.iteration += 1
+        dt = time.perf_counter() - t0
+        stats.update(self._episode_stats(batch))
+        stats["charts/tokens_per_s"] = batch.num_tokens / dt
+        stats["charts/rollout_fraction"] = t_rollout / dt
+        stats["charts/kl_coef"] = self.kl.value
+        stats["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
+        stats["losses/skipped_updates"] = float(self.skipped_updates - skipped_before)
+        self.logger.write(self.num_timesteps, stats)
+        if self.config.verbose and self.iteration % log_interval == 0:
+            logger.info(
+                "%s it=%d steps=%d return=%.3f success=%.3f kl=%.3f tok/s=%.0f", self.algo_name,
+                self.iteration, self.num_timesteps, stats["charts/episodic_return"],
+                stats.get("charts/success_rate", float("nan")), stats.get("charts/kl", 0.0),
+                stats["charts/tokens_per_s"],
+            )  # fmt: skip
+        return batch, stats
+
+    @contextmanager
+    def _training_context(self) -> Iterator[None]:
+        """Signals stop the loop gracefully, the run directories are locked, and small models on CPU run on
+        one thread (BENCHMARKS.md: 4-70x faster on 2 shared cores), the update as well as the rollout; a
+        user's OMP_NUM_THREADS or a large model keeps torch's setting."""
+        previous = self._install_signal_handlers()
+        threads_before = torch.get_num_threads()
+        threads = auto_num_threads(self.policy, self.device)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        locks = [RunLock.for_directory(d) for d in (self.checkpoint_dir, self.log_dir) if d is not None]
+        try:
+            with contextlib.ExitStack() as stack:
+                for lock in locks:
+                    stack.enter_context(lock)
+                yield
+        finally:
+            torch.set_num_threads(threads_before)
+            self._restore_signal_handlers(previous)
+
+    def _set_learning_rate(self) -> None:
+        """Linear warmup over the first ``lr_warmup`` iterations, then constant.
+
+        Adam's first steps move every weight by about the full learning rate whatever the gradient's size,
+        and the first RL gradients are noisy (a fresh value head, few episodes): without warmup a
+        warm-started policy loses some of its SFT accuracy before it starts to gain (seen on Reverse-v0 for
+        all four learners). Computed from the iteration count, so a resumed run continues it exactly.
+        """
+        warmup = self.config.lr_warmup
+        scale = min(1.0, (self.iteration + 1) / warmup) if warmup > 0 else 1.0
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.learning_rate * scale
+
+    def _episode_stats(self, batch: RolloutBatch) -> dict[str, float]:
+        out = {
+            "charts/episodic_return": float(batch.episode_returns.mean()),
+            "charts/episode_length": float(batch.lengths.mean()),
+        }
+        if not np.isnan(batch.success).all():
+            out["charts/success_rate"] = float(np.nanmean(batch.success))
+        return out
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        self._stop_requested = False
+        previous: dict[int, Any] = {}
+
+        def request_stop(signum: int, frame: Any) -> None:
+            if self._stop_requested:  # a second signal: stop now
+                raise KeyboardInterrupt
+            self._stop_requested = True
+
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, request_stop)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    # ---- training helpers --------------------------------------------------------------------------------
+    def forward_batch(
+        self, batch: RolloutBatch, idx: torch.Tensor | slice = slice(None)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One full-sequence forward over episodes ``idx``: new log-probs, values and entropies ``(b, T)``
+        (0 after each episode's end). Columns that are padding in every row of the minibatch are cropped
+        first, and the LM head runs on the action columns only."""
+        new_logp, values, logp_all = score_actions(
+            self.policy, batch.input_ids[idx], batch.attention_mask[idx], batch.actions[idx], batch.mask[idx],
+            batch.prompt_width,
+        )  # fmt: skip
+        entropy = -(logp_all.exp() * logp_all).sum(-1)  # (b, T')
+        pad = (0, batch.actions.shape[1] - new_logp.shape[1])
+        return F.pad(new_logp, pad), F.pad(values, pad), F.pad(entropy, pad)
+
+    def policy_gradient_step(
+        self,
+        batch: RolloutBatch,
+        advantages: torch.Tensor,
+        returns: torch.Tensor | None,
+        vf_coef: float,
+    ) -> dict[str, float]:
+        """One on-policy gradient step on ``-A·log π`` (+ a value regression toward ``returns``, if given).
+
+        The vanilla policy-gradient update shared by REINFORCE, A2C and RLOO: they differ only in their
+        advantages. No ratio is needed: the batch was sampled by the current weights.
+        """
+        m = batch.mask
+        new_logp, new_values, entropy = self.forward_batch(batch)
+        pg_loss = -masked_mean(advantages.detach() * new_logp, m)
+        ent = masked_mean(entropy, m)
+        loss = pg_loss - self.config.ent_coef * ent
+        v_loss = torch.zeros(())
+        if returns is not None and vf_coef > 0:
+            v_loss = 0.5 * masked_mean((new_values - returns.detach()) ** 2, m)
+            loss = loss + vf_coef * v_loss
+        grad_norm = self.optimizer_step(loss)
+        with torch.no_grad():
+            approx_kl = masked_mean(batch.logprobs - new_logp, m)  # ≈ 0: the batch is on-policy
+        out = {
+            "losses/policy_loss": pg_loss.item(),
+            "losses/entropy": ent.item(),
+            "losses/grad_norm": grad_norm,
+            "losses/approx_kl": approx_kl.item(),
+        }
+        if returns is not None and vf_coef > 0:
+            out["losses/value_loss"] = v_loss.item()
+            out["losses/explained_variance"] = explained_variance(batch.values, returns, m)
+        return out
+
+    def optimizer_step(self, loss: torch.Tensor) -> float:
+        """Backward, clip and step — unless the loss or the gradient is not finite: then the step is skipped
+        (counted in ``losses/skipped_updates``), and ``max_nonfinite_updates`` skips in a row stop training
+        with :class:`~agents.checkpoint.NonFiniteUpdateError` (nothing non-finite is ever applied or saved).
+        Returns the gradient norm before clipping."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if not bool(torch.isfinite(loss)):
+            return self._skip_update(f"the loss is {loss.item()}")
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.max_grad_norm)
+        if not bool(torch.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._skip_update(f"the gradient norm is {float(grad_norm)}")
+        self.optimizer.step()
+        self._nonfinite_in_a_row = 0
+        return float(grad_norm)
+
+    def _skip_update(self, why: str) -> float:
+        self.skipped_updates += 1
+        self._nonfinite_in_a_row += 1
+        logger.warning("%s: update skipped at iteration %d: %s", self.algo_name, self.iteration, why)
+        if self._nonfinite_in_a_row >= self.config.max_nonfinite_updates:
+            raise NonFiniteUpdateError(
+                f"{self._nonfinite_in_a_row} updates in a row were skipped ({why}); training stopped at "
+                f"iteration {self.iteration} without applying or saving them. Check the rewards' scale "
+                "(reward weights, a length reward), the learning rate, and the KL coefficient."
+            )
+        return float("nan")
+
+    # ---- inference -----------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, None]:
+        """The next token for an observation window ``(context_len,)`` or a batch ``(N, context_len)``.
+
+        SB3's signature (``state`` and ``episode_start`` are accepted and ignored: the window is the state).
+        This re-reads the whole window per call; training and evaluation use the KV-cached rollout instead.
+        """
+        obs = np.asarray(observation)
+        single = obs.ndim == 1
+        if single:
+            obs = obs[None]
+        if obs.ndim != 2 or not np.issubdtype(obs.dtype, np.integer):
+            raise ValueError(
+                "observation must be token ids of shape (context_len,) or (N, context_len), "
+                f"got {obs.shape} {obs.dtype}"
+            )
+        pad = self.policy.tokenizer.pad_id
+        ids = torch.as_tensor(obs, dtype=torch.long, device=self.device)
+        mask = ids != pad
+        keep = mask.any(dim=0).nonzero()
+        first = int(keep[0]) if len(keep) else 0
+        ids, mask = ids[:, first:], mask[:, first:]
+        self.policy.eval()
+        logits, _ = self.policy(ids, mask)
+        tokens, _ = self.policy.sample(logits[:, -1], deterministic=deterministic)
+        actions = tokens.cpu().numpy()
+        return (actions[0] if single else actions), None
+
+    def evaluate(
+        self, n_episodes: int = 200, split: str = "test", deterministic: bool = True
+    ) -> dict[str, float]:
+        """Greedy (by default) mean return and success rate on held-out prompts."""
+        if self.env is None:
+            raise ValueError("this agent has no env to evaluate on")
+        return evaluate_policy(
+            self.policy, self.env, n_episodes=n_episodes, split=split, deterministic=deterministic
+        )
+
+    # ---- persistence ------------------------------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What ``state.json`` records: the algorithm, its config (callables by name), the env id, the step
+        counters and β."""
+        config, missing = ckpt_io.to_record(dataclasses.asdict(self.config))
+        return {
+            "algo": type(self).__name__,
+            "format_version": ckpt_io.FORMAT_VERSION,
+            "config_class": self.config_class.__name__,
+            "config_version": CONFIG_VERSION,
+            "config": config,
+            "not_serialized": missing,
+            "env": self.env_spec,
+            "num_timesteps": self.num_timesteps,
+            "iteration": self.iteration,
+            "kl_coef_value": self.kl.value,
+            "has_reference": self.reference is not None,
+            "world_size": 1,
+        }
+
+    def save(self, path: str | os.PathLike, keep: int = 2) -> Path:
+        """Write a checkpoint under the directory ``path`` and point ``path/latest.json`` at it.
+
+        Each checkpoint is a new ``ckpt-<iteration>`` directory (see :mod:`agents.checkpoint`: policy and
+        reference, optimizer state, the loop's state, a sha256 manifest; nothing pickled). Only once all of it
+        is on disk does the pointer move, so a crash at any point leaves the previous checkpoint loadable.
+        The ``keep`` newest checkpoints are kept.
+        """
+        return ckpt_io.write_checkpoint(self, path, keep)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        env: Any = None,
+        device: str = "auto",
+        trust_code: bool = False,
+        **overrides: Any,
+    ) -> Any:
+        """Rebuild an agent from ``save(path)``: weights, optimizer, step counters and β, so that
+        ``learn(..., reset_num_timesteps=False)`` continues the run exactly.
+
+        Every file is checked against the checkpoint's manifest first. ``env`` defaults to the saved env id
+        (agents built on an env object need ``env=`` to train again; ``predict`` works without one).
+        ``overrides`` are config fields (e.g. ``learning_rate``; ``env_kwargs`` to pass a reward function
+        again) or ``log_dir`` / ``checkpoint_dir`` / ``reference``. Nothing read from the checkpoint is
+        imported: a reward recorded by name must be passed again, or ``trust_code=True`` imports it from an
+        installed package (never from the working directory). A truncated, tampered or malformed file raises
+        ``ValueError`` naming it.
+        """
+        from agents import ALGORITHMS
+        from agents.policies import load_policy
+
+        ckpt, state = ckpt_io.read_checkpoint_state(path)
+        where = repr(str(ckpt / "state.json"))
+        algo_cls = {c.__name__: c for c in ALGORITHMS.values()}.get(state["algo"])
+        if algo_cls is None:
+            raise ValueError(f"{where} names an unknown algorithm {state['algo']!r}")
+        if cls is not OnPolicyAlgorithm and algo_cls is not cls:
+            raise ValueError(f"{str(ckpt)!r} holds a {state['algo']!r} agent, not a {cls.__name__}")
+        runtime = {k: overrides.pop(k) for k in ("log_dir", "checkpoint_dir", "reference") if k in overrides}
+        config_data = ckpt_io.resolve_recorded_config(state["config"], where, trust_code, overrides)
+        config = config_from_dict(algo_cls.config_class, config_data, where=where, **overrides)
+        policy = load_policy(ckpt / "policy")
+        reference = runtime.pop("reference", None)
+        if reference is None and state["has_reference"]:
+            reference = load_policy(ckpt / "reference")
+        env_arg = env if env is not None else state["env"]
+        agent = algo_cls(policy, env_arg, config=config, reference=reference, device=device, **runtime)
+        ckpt_io.load_optimizer(agent.optimizer, ckpt)
+        agent.num_timesteps, agent.iteration = state["num_timesteps"], state["iteration"]
+        agent.kl.value = float(state["kl_coef_value"])
+        agent._append_logs = True  # a resumed run continues its progress.csv
+        # saving again before training more returns this checkpoint instead of writing a copy of it
+        agent.saved_at = (str(Path(path).resolve()), agent.iteration, agent.num_timesteps)
+        return agent
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(env={self.env_spec or self.env}, steps={self.num_timesteps})"
+
+
+__all__ = [
+    "OnPolicyAlgorithm",
+    "OnPolicyConfig",
+    "check_group_size",
+    "iteration_seed",
+    "resolve_device",
+]
