@@ -19,7 +19,7 @@ written to ``benchmarks/results/large_task_file.json``.
 Usage::
 
     python -m benchmarks.large_task_file                      # this checkout, a 100 MB file
-    python -m benchmarks.large_task_file --mb 50 --code /tmp/old-checkout --code .
+    python -m benchmarks.large_task_file --code before=/tmp/old-checkout --code after=.
 """
 
 from __future__ import annotations
@@ -141,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mb", type=float, default=100.0, help="size of the generated file in MB")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--code", action="append", type=Path, help="a text-env checkout to measure (repeatable)")
+    p.add_argument(
+        "--code",
+        action="append",
+        help="a text-env checkout to measure, as DIR or LABEL=DIR (repeatable; default: this checkout)",
+    )
     p.add_argument("--file", type=Path, help="where the generated file goes (default: the temp directory)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--stage", choices=["load", "env"], default="env", help=argparse.SUPPRESS)
@@ -153,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     info = generate(path, args.mb, args.seed)
     print(f"file: {info['bytes'] / 1e6:.1f} MB, {info['rows']:,} rows ({path})")
     runs: dict[str, Any] = {}
-    for code in args.code or [ROOT]:
-        code = code.resolve()
-        label = str(code)
+    for spec in args.code or [str(ROOT)]:
+        label, _, where = spec.rpartition("=")
+        code = Path(where).resolve()
+        label = label or str(code)
         runs[label] = {stage: measure(code, path, stage) for stage in ("load", "env")}
         load, env = runs[label]["load"], runs[label]["env"]
         print(
