@@ -52,3 +52,34 @@ def test_ruff_is_clean() -> None:
     assert lint.returncode == 0, lint.stdout[-3000:]
     fmt = subprocess.run([ruff, "format", "--check", "."], cwd=ROOT, capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stdout[-3000:]
+
+
+def test_every_dependency_and_extra_is_pinned_in_constraints() -> None:
+    """Ranges in pyproject.toml, the tested pins in constraints.txt — for every extra too (a package without a
+    pin installs whatever is newest, untested)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = {
+        re.split(r"[=<>!~\[ ]", line, maxsplit=1)[0].lower().replace("_", "-")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.lstrip().startswith("#")
+    }
+    requirements = [
+        *project["dependencies"],
+        *(r for reqs in project["optional-dependencies"].values() for r in reqs),
+    ]
+    names = {re.split(r"[=<>!~\[ ;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+    names -= {"text-env"}  # an extra may name the project's own other extras
+    assert not names - pins, f"not pinned in constraints.txt: {sorted(names - pins)}"
+
+
+def test_the_agents_package_is_ours_and_the_conflict_is_documented() -> None:
+    """openai-agents also installs a top-level ``agents`` (issue 16, item 7): the README says so, and a
+    clobbered install is caught here rather than by a confusing import error deep in a test."""
+    import agents
+
+    assert Path(agents.__file__).resolve().parent == ROOT / "agents", agents.__file__
+    assert {"PPO", "RLOO", "sft", "ALGORITHMS"} <= set(dir(agents))
+    readme = (ROOT / "README.md").read_text()
+    assert "openai-agents" in readme and "separate virtual environments" in readme

@@ -6,8 +6,9 @@ The property everywhere: a case either works (and its result is checked) or rais
 message names the bad value. Nothing else may escape. Where it is cheap to say *which* inputs are valid, an
 oracle decides, so a silently accepted bad value fails too.
 
-Every generated case is counted; the last test checks that the suites ran at least 1,000 of them and prints
-the number (``pytest tests/test_properties.py -s``). Run time is ~30–60 s on two busy cores: every suite
+Every generated case is counted; at the end of the session the fixture ``case_count`` checks that the
+suites ran at least 1,000 of them, whatever order the tests ran in, and prints the number (``pytest
+tests/test_properties.py -s``). Run time is ~30–60 s on two busy cores: every suite
 has an explicit ``max_examples`` and no deadline (the machine is shared; hypothesis' deadline would flake).
 """
 
@@ -22,6 +23,7 @@ import os
 import string
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ from text_env.vector import TextGenVectorEnv
 
 torch.set_num_threads(1)
 
-# cases per suite; the total must stay ≥ 1,000 (checked by the last test)
+# cases per suite; the total must stay ≥ 1,000 (checked at the end of the session by ``case_count``)
 CASES: Counter[str] = Counter()
 CLI_OUTCOMES: Counter[str] = Counter()  # exit code (or "SystemExit") per CLI case
 SUITES = (
@@ -64,6 +66,28 @@ def scaled(n: int) -> int:
 
 
 FAST = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+MIN_CASES = 1000
+
+
+def check_case_count(cases: Counter[str]) -> str | None:
+    """Fail unless the suites ran ≥ ``MIN_CASES`` cases in all; ``None`` (nothing to check) when only part
+    of the file ran (a ``-k`` selection), else the line that reports the count."""
+    if {s for s in SUITES if cases[s]} != set(SUITES):
+        return None
+    total = sum(cases.values())
+    assert total >= MIN_CASES, f"only {total} generated cases ran (< {MIN_CASES}): {dict(cases)}"
+    return f"hypothesis cases: {total} ({dict(cases)}); CLI outcomes: {dict(CLI_OUTCOMES)}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def case_count() -> Iterator[Counter[str]]:
+    """Every test in this file adds its cases to ``CASES``; at the end of the session (after the last test,
+    in whatever order they ran) the total must be ≥ 1,000, else the session ends with an error."""
+    yield CASES
+    line = check_case_count(CASES)
+    if line is not None:
+        print("\n" + line)
+
 
 # ---- a tiny task shared by the env suites ------------------------------------------------------------------
 # reverse every string over "ab" of length 1–3; vocabulary: 4 specials + "=ab" = 7 tokens
@@ -748,10 +772,9 @@ def test_cli_never_raises_a_traceback(cli_files, argv) -> None:
 
 
 # ---- the count ---------------------------------------------------------------------------------------------
-def test_zz_at_least_1000_generated_cases_ran() -> None:
-    ran = {s for s in SUITES if CASES[s]}
-    if ran != set(SUITES):
-        pytest.skip(f"only part of the file ran (missing {sorted(set(SUITES) - ran)}); the count needs all")
-    total = sum(CASES.values())
-    print(f"\nhypothesis cases: {total} ({dict(CASES)}); CLI outcomes: {dict(CLI_OUTCOMES)}")
-    assert total >= 1000, dict(CASES)
+def test_the_case_count_check_fails_below_1000_and_skips_a_partial_run() -> None:
+    # the real count is checked by ``case_count`` at the end of the session; this tests the check itself
+    with pytest.raises(AssertionError, match="only 10 generated cases ran"):
+        check_case_count(Counter(dict.fromkeys(SUITES, 1)))
+    assert check_case_count(Counter({"env_action": 5000})) is None  # a -k run of one suite: nothing to check
+    assert "hypothesis cases: 1000" in str(check_case_count(Counter(dict.fromkeys(SUITES, 100))))

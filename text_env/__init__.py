@@ -17,7 +17,7 @@ from text_env.tasks import Example, Task, make_task, register_task
 from text_env.tokenizers import BPETokenizer, CharTokenizer, HFTokenizer, Tokenizer, load_tokenizer
 from text_env.vector import TextGenVectorEnv
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 register_envs()
 

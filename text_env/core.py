@@ -8,46 +8,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from text_env.engine import GenerationState
-from text_env.rewards.base import CompositeReward
-from text_env.rewards.registry import make_composite
-from text_env.tasks.base import Task, make_task
-
-MAX_CONTEXT = 1024
-
-
-def resolve_env_args(
-    task: Task | str | Any,
-    reward: Any,
-    max_new_tokens: int | None,
-    context_len: int | None,
-    task_kwargs: dict[str, Any],
-) -> tuple[Task, CompositeReward, int, int]:
-    """Shared by the single and vector env: build the task and reward, choose the budget and window."""
-    task = make_task(task, **task_kwargs)
-    composite = make_composite(task.reward if reward is None else reward)
-    if max_new_tokens is None:
-        max_new_tokens = task.max_new_tokens
-    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-    if context_len is None:
-        context_len = min(1 + task.max_prompt_tokens + int(max_new_tokens), MAX_CONTEXT)
-    if not isinstance(context_len, (int, np.integer)) or context_len < 2:
-        raise ValueError(f"context_len must be an int ≥ 2, got {context_len!r}")
-    return task, composite, int(max_new_tokens), int(context_len)
-
-
-def check_seed(seed: Any, what: str = "seed") -> int | None:
-    """``None`` or an int ≥ 0 (numpy integers included, returned as ``int``); anything else raises a
-    ``TypeError``/``ValueError`` naming it (gymnasium's own check raises ``gymnasium.error.Error``, which
-    callers catching bad input do not expect, and rejects numpy integers)."""
-    if seed is None:
-        return None
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"{what} must be None or an int ≥ 0, got {type(seed).__name__}: {seed!r}")
-    if seed < 0:
-        raise ValueError(f"{what} must be an int ≥ 0, got {seed!r}")
-    return int(seed)
+from text_env.engine import GenerationState, check_seed, pinned_index, resolve_env_args
+from text_env.tasks.base import Task
 
 
 class TextGenEnv(gym.Env):
@@ -80,7 +42,9 @@ class TextGenEnv(gym.Env):
     ## Episode End
     - Termination: the action is EOS or one of the task's stop tokens (the token is not part of the
       completion).
-    - Truncation: ``max_new_tokens`` actions were taken without a stop token.
+    - Truncation: ``max_new_tokens`` actions were taken without a stop token. The env truncates itself
+      (the registered ids carry no ``TimeLimit``), so a stop token as the last budget action terminates
+      without truncating, as in the vector env.
 
     ## Information
     Every step: ``prompt``, ``completion`` (text so far), ``prompt_index``, ``reward_parts``. At the end also
@@ -99,7 +63,12 @@ class TextGenEnv(gym.Env):
     ``reset(options=...)`` accepts ``{"prompt_index": i}`` or ``{"prompt": "text"}`` to pin a prompt.
 
     ## Version History
-    - v0: initial release.
+    - v0: initial release. Amended without a version bump (the default-budget episodes, rewards and
+      observations are unchanged): the ids are registered without a ``TimeLimit``, so the env's own budget
+      governs. Before, a larger ``max_new_tokens`` passed to ``gym.make`` was cut at the registered limit
+      without the state reward, and an EOS on the last budget token came back ``terminated`` *and*
+      ``truncated`` from ``gym.make`` (``terminated`` only from the vector env); ``spec.max_episode_steps``
+      is now ``None``.
 
     Example:
         >>> env = TextGenEnv("reverse", length=4)
@@ -145,7 +114,7 @@ class TextGenEnv(gym.Env):
         st = self._state
         if seed is not None or st.generators[0] is not self.np_random:
             st.set_generator(0, self.np_random)
-        st.reset_slots(self._slot0, _pinned_index(st, options))
+        st.reset_slots(self._slot0, pinned_index(st, options))
         info = {"prompt": self._prompt(), "prompt_index": int(st.example[0]), "completion": ""}
         self._last_info = info
         return st.obs[0].copy(), info
@@ -200,55 +169,3 @@ class TextGenEnv(gym.Env):
 
     def _prompt(self) -> str:
         return str(self._state.prompts[self._state.example[0]])
-
-
-def _pinned_index(state: GenerationState, options: dict[str, Any] | None, n: int = 1) -> np.ndarray | None:
-    """The prompt indices that ``reset(options=...)`` pins, or None to draw."""
-    if not options:
-        return None
-    if not isinstance(options, dict):
-        raise TypeError(f"options must be a dict, got {type(options).__name__}: {options!r}")
-    unknown = set(options) - {"prompt_index", "prompt", "reference", "reset_mask"}
-    if unknown:
-        raise ValueError(
-            f"unknown reset options {sorted(unknown)}; expected 'prompt_index', 'prompt' (+ 'reference') "
-            "or 'reset_mask'"
-        )
-    if "reference" in options and "prompt" not in options:
-        raise ValueError("options['reference'] needs options['prompt'] (the prompt it answers)")
-    if "prompt" in options:
-        prompts = options["prompt"]
-        if not isinstance(prompts, (str, list, tuple, np.ndarray)):
-            raise TypeError(f"options['prompt'] must be a string or a list of strings, got {prompts!r}")
-        prompts = [prompts] * n if isinstance(prompts, str) else list(prompts)
-        refs = options.get("reference")
-        if refs is not None and not isinstance(refs, (str, list, tuple, np.ndarray)):
-            raise TypeError(f"options['reference'] must be a string or a list of strings, got {refs!r}")
-        refs = [refs] * n if refs is None or isinstance(refs, str) else list(refs)
-        if len(prompts) != n or len(refs) != n:
-            raise ValueError(
-                f"options['prompt'] / ['reference'] have {len(prompts)} / {len(refs)} entries for {n} slots"
-            )
-        return np.array([state.index_of(p, r) for p, r in zip(prompts, refs)], dtype=np.int64)
-    if "prompt_index" in options:
-        given = options["prompt_index"]
-        try:
-            idx = np.asarray(given)
-        except (TypeError, ValueError):  # e.g. a ragged list
-            idx = np.asarray(None)
-        if not np.issubdtype(idx.dtype, np.integer) or isinstance(given, (bool, np.bool_)):
-            raise TypeError(f"options['prompt_index'] must be an int or ints, got {given!r}")
-        if idx.shape not in ((), (n,)):
-            raise ValueError(
-                f"options['prompt_index'] must be one int or {n} ints (one per slot), got shape {idx.shape}: "
-                f"{given!r}"
-            )
-        # range-check before the cast: a huge uint64 would wrap around in int64 and be misreported
-        bad = (idx < 0) | (idx >= state.num_prompts)
-        if bad.any():
-            raise ValueError(
-                f"prompt_index {idx[bad].ravel()[0]} is out of range; split {state.split!r} has "
-                f"{state.num_prompts} prompts"
-            )
-        return np.broadcast_to(idx.astype(np.int64), (n,)).copy()
-    return None

@@ -8,21 +8,34 @@ rewards that read text).
 
 Randomness: each slot owns a ``numpy.random.Generator``. A prompt is drawn as the next entry of a per-slot
 queue filled ``QUEUE`` at a time by ``generator.integers(n_prompts, size=QUEUE)``, so one slot seeded with
-``s`` draws exactly the prompts a single env seeded with ``s`` draws.
+``s`` draws exactly the prompts a single env seeded with ``s`` draws. Draws come from the split only, never
+from the ad-hoc rows below.
+
+Pinned prompt texts that the split lacks (``reset(options={"prompt": ...})``) live in a bounded pool of
+*ad-hoc rows* after the split's rows (indices ``len(split)`` and up): at most ``max(ADHOC_ROWS, 2 × N)``
+of them, reused least-recently-used first, so an env pinned with a new prompt on every reset keeps a
+constant size. The first ad-hoc prompts get the indices they always got (``len(split)``, ``+1``, ...) and
+the same text maps to the same row while it stays in the pool; a row is only reused once no slot's current
+episode and no pin of the reset under way refers to it.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from text_env.rewards.base import CompositeReward, RewardBatch, pad_ragged
+from text_env.rewards.base import CompositeReward, RewardBatch, check_reward_total
 from text_env.rewards.registry import make_composite
-from text_env.tasks.base import Example, Task
+from text_env.tasks.base import Example, Task, make_task
+from text_env.validate import int_at_least, positive_int
 
 QUEUE = 64
+MAX_CONTEXT = 1024  # the widest default observation window (a longer prompt keeps its end)
+# the smallest ad-hoc pool; it holds at least 2 × N rows (N slots may pin N new texts at once)
+ADHOC_ROWS = 64
 
 
 class GenerationState:
@@ -61,17 +74,28 @@ class GenerationState:
         self._is_stop = np.zeros(self.vocab_size, dtype=bool)
         self._is_stop[np.asarray(self.stop_ids, dtype=np.int64)] = True
 
+        # the split stays in its compact form (int32 ids + offsets, shared by every env on the task): a slot's
+        # observation window is built when it resets, not precomputed for every prompt
         enc = task.encoded(split)
-        self.prompt_ids = enc.prompt_ids
-        self.prompt_lengths = enc.prompt_lengths
-        self.reference_ids = enc.reference_ids
-        self.reference_lengths = enc.reference_lengths
+        self._enc = enc
+        self.has_references = enc.reference_tokens is not None
         self.prompts = enc.prompts
         self.references = enc.references
         self.labels = enc.labels
         self.metadata = enc.metadata
-        self.prompt_windows = self._windows(self.prompt_ids, self.prompt_lengths)
-        self._index_of_prompt: dict[str, int] | None = None
+        self.split_size = len(enc)
+        self._index_of_prompt: dict[str, int] | None = None  # the split's texts (first occurrence)
+        # the ad-hoc pool (allocated on the first pin of a text the split lacks)
+        self.adhoc_capacity = max(ADHOC_ROWS, 2 * num_slots)
+        self._adhoc_used = 0  # pool rows handed out so far (≤ adhoc_capacity)
+        self._adhoc_of_prompt: dict[str, int] = {}  # text → its latest ad-hoc index (it wins over the split)
+        self._adhoc_recency: OrderedDict[int, None] = OrderedDict()  # ad-hoc indices, least recent first
+        self._adhoc_reserved: set[int] = set()  # handed out by index_of for the reset under way
+        self._adhoc_prompt_ids = np.zeros((0, 1), dtype=np.int64)
+        self._adhoc_prompt_lengths = np.zeros(0, dtype=np.int64)
+        self._adhoc_reference_ids = np.zeros((0, 1), dtype=np.int64)
+        self._adhoc_reference_lengths = np.zeros(0, dtype=np.int64)
+        self._adhoc_windows = np.zeros((0, context_len), dtype=np.int64)
 
         self.success: CompositeReward | None = None
         self.success_part: str | None = None
@@ -93,6 +117,30 @@ class GenerationState:
         self._queue_pos = np.full(n, QUEUE, dtype=np.int64)
 
     # ---- prompts ---------------------------------------------------------------------------------------
+    def _split_windows(self, idx: np.ndarray) -> np.ndarray:
+        """The left-padded ``[BOS] + prompt`` windows of split prompts ``idx``, built from the compact ids
+        (the same windows as :meth:`_windows`: position ``t`` holds token ``t - (context_len - length)`` of
+        ``[BOS] + prompt``, if that is ≥ 0)."""
+        enc, c = self._enc, self.context_len
+        starts = enc.prompt_offsets[idx]
+        length = enc.prompt_offsets[idx + 1] - starts + 1  # with BOS
+        k = np.arange(c)[None, :] - (c - length)[:, None]  # (m, c) position in [BOS] + prompt
+        out = np.full((len(idx), c), self.pad_id, dtype=np.int64)
+        out[k == 0] = self.bos_id
+        body = k > 0
+        out[body] = enc.prompt_tokens[(starts[:, None] + k - 1)[body]]
+        return out
+
+    def _start_windows(self, idx: np.ndarray) -> np.ndarray:
+        """``(len(idx), context_len)``: the first observation of an episode on each prompt of ``idx``."""
+        adhoc = idx >= self.split_size
+        if not adhoc.any():
+            return self._split_windows(idx)
+        out = np.empty((len(idx), self.context_len), dtype=np.int64)
+        out[~adhoc] = self._split_windows(idx[~adhoc])
+        out[adhoc] = self._adhoc_windows[idx[adhoc] - self.split_size]
+        return out
+
     def _windows(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Left-padded ``[BOS] + prompt`` windows of width ``context_len`` (long prompts keep their end)."""
         n, p = ids.shape
@@ -108,30 +156,62 @@ class GenerationState:
         return out
 
     def add_example(self, example: Example) -> int:
-        """Append an ad-hoc example (a pinned prompt text not in the split); returns its index."""
+        """Store an ad-hoc example (a pinned prompt text not in the split) in the pool; returns its index.
+
+        The pool is bounded (see the module docstring): once full, the least recently used row that no slot
+        and no pending pin refers to is overwritten.
+        """
+        row = self._adhoc_row()
+        i = self.split_size + row
         tok = self.tokenizer
-        ids, ln = pad_ragged([tok.encode(example.prompt)], pad=self.pad_id)
-        self.prompt_ids, self.prompt_lengths = _append_ragged(
-            self.prompt_ids, self.prompt_lengths, ids, ln, self.pad_id
+        self._adhoc_prompt_ids, self._adhoc_prompt_lengths = _set_ragged_row(
+            self._adhoc_prompt_ids, self._adhoc_prompt_lengths, row, tok.encode(example.prompt), self.pad_id
         )
-        if self.reference_ids is not None:
+        if self.has_references:
             ref = example.references[0] if example.references else ""
-            rids, rln = pad_ragged([tok.encode(ref)], pad=self.pad_id)
-            self.reference_ids, self.reference_lengths = _append_ragged(
-                self.reference_ids, self.reference_lengths, rids, rln, self.pad_id
+            self._adhoc_reference_ids, self._adhoc_reference_lengths = _set_ragged_row(
+                self._adhoc_reference_ids, self._adhoc_reference_lengths, row, tok.encode(ref), self.pad_id
             )
-        self.prompt_windows = np.concatenate([self.prompt_windows, self._windows(ids, ln)])
-        self.prompts = np.append(self.prompts, np.array([example.prompt], dtype=object))
-        refs = np.empty(1, dtype=object)
-        refs[0] = example.references or None
-        self.references = np.concatenate([self.references, refs])
-        self.labels = np.append(self.labels, np.array([example.label], dtype=object))
-        meta = np.empty(1, dtype=object)
-        meta[0] = example.metadata
-        self.metadata = np.concatenate([self.metadata, meta])
-        if self._index_of_prompt is not None:  # the same ad-hoc prompt maps to this index from now on
-            self._index_of_prompt[example.prompt] = len(self.prompts) - 1
-        return len(self.prompts) - 1
+        ids = self._adhoc_prompt_ids[row : row + 1]
+        self._adhoc_windows[row] = self._windows(ids, self._adhoc_prompt_lengths[row : row + 1])[0]
+        self.prompts[i] = example.prompt
+        self.references[i] = example.references or None
+        self.labels[i] = example.label
+        self.metadata[i] = example.metadata
+        self._adhoc_of_prompt[example.prompt] = i  # the same ad-hoc prompt maps to this index from now on
+        self._touch(i)
+        return i
+
+    def _adhoc_row(self) -> int:
+        """A free pool row: a new one while the pool grows, else the least recently used one not in use."""
+        if self._adhoc_used == 0:  # first use: room for the whole pool in the per-row object arrays
+            extra = self.adhoc_capacity
+            self.prompts = _grow_objects(self.prompts, extra)
+            self.references = _grow_objects(self.references, extra)
+            self.labels = _grow_objects(self.labels, extra)
+            self.metadata = _grow_objects(self.metadata, extra)
+            n, c = self.adhoc_capacity, self.context_len
+            self._adhoc_prompt_ids = np.full((n, 1), self.pad_id, dtype=np.int64)
+            self._adhoc_prompt_lengths = np.zeros(n, dtype=np.int64)
+            self._adhoc_reference_ids = np.full((n, 1), self.pad_id, dtype=np.int64)
+            self._adhoc_reference_lengths = np.zeros(n, dtype=np.int64)
+            self._adhoc_windows = np.full((n, c), self.pad_id, dtype=np.int64)
+        if self._adhoc_used < self.adhoc_capacity:
+            self._adhoc_used += 1
+            return self._adhoc_used - 1
+        busy = self._adhoc_reserved | {int(i) for i in self.example if i >= self.split_size}
+        i = next(i for i in self._adhoc_recency if i not in busy)  # capacity ≥ 2N rows: one is free
+        del self._adhoc_recency[i]
+        old = self.prompts[i]
+        if self._adhoc_of_prompt.get(old) == i:
+            del self._adhoc_of_prompt[old]
+        return i - self.split_size
+
+    def _touch(self, i: int) -> None:
+        if i >= self.split_size:
+            self._adhoc_recency[i] = None
+            self._adhoc_recency.move_to_end(i)
+            self._adhoc_reserved.add(i)
 
     def index_of(self, prompt: str, reference: str | None = None) -> int:
         """The split index of a prompt text, adding it as an ad-hoc example if the split lacks it (or if a
@@ -142,16 +222,43 @@ class GenerationState:
             raise ValueError(f"options['reference'] must be a string, got {reference!r}")
         if self._index_of_prompt is None:
             self._index_of_prompt = {}
-            for i, p in enumerate(self.prompts):
+            for i, p in enumerate(self.prompts[: self.split_size]):
                 self._index_of_prompt.setdefault(p, i)
-        i = self._index_of_prompt.get(prompt)
+        i = self._adhoc_of_prompt.get(prompt)
+        if i is None:
+            i = self._index_of_prompt.get(prompt)
         if i is not None and (reference is None or (self.references[i] or (None,))[0] == reference):
+            self._touch(i)
             return i
         return self.add_example(Example(prompt, () if reference is None else (reference,)))
 
     @property
     def num_prompts(self) -> int:
-        return len(self.prompt_lengths)
+        """Rows a ``prompt_index`` may address: the split's, then the ad-hoc rows handed out so far."""
+        return self.split_size + self._adhoc_used
+
+    # ---- row gathers (split rows, then ad-hoc rows) ------------------------------------------------------
+    def _rows(self, idx: np.ndarray, reference: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, lengths)`` of the prompts (or first references) of rows ``idx``, right-padded to the
+        split's width (wider if an ad-hoc row is longer)."""
+        enc = self._enc
+        if reference:
+            rows, width = enc.reference_rows, enc.reference_width
+            pool, pool_len = self._adhoc_reference_ids, self._adhoc_reference_lengths
+        else:
+            rows, width = enc.prompt_rows, enc.prompt_width
+            pool, pool_len = self._adhoc_prompt_ids, self._adhoc_prompt_lengths
+        adhoc = idx >= self.split_size
+        if not adhoc.any():
+            return rows(idx)
+        width = max(width, pool.shape[1])
+        ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
+        lengths = np.empty(len(idx), dtype=np.int64)
+        ids[~adhoc], lengths[~adhoc] = rows(idx[~adhoc], width)
+        a = idx[adhoc] - self.split_size
+        ids[adhoc, : pool.shape[1]] = pool[a]
+        lengths[adhoc] = pool_len[a]
+        return ids, lengths
 
     def set_generator(self, slot: int, generator: np.random.Generator) -> None:
         self.generators[slot] = generator
@@ -164,7 +271,7 @@ class GenerationState:
             gen = self.generators[s]
             if gen is None:
                 raise RuntimeError("reset() must be called before the first step")
-            self._queue[s] = gen.integers(self.num_prompts, size=QUEUE)
+            self._queue[s] = gen.integers(self.split_size, size=QUEUE)  # the split's rows, never ad-hoc
             self._queue_pos[s] = 0
         idx = self._queue[slots, self._queue_pos[slots]]
         self._queue_pos[slots] += 1
@@ -184,7 +291,8 @@ class GenerationState:
                     f"{self.num_prompts} prompts"
                 )
         self.example[slots] = prompt_index
-        self.obs[slots] = self.prompt_windows[prompt_index]
+        self._adhoc_reserved.clear()  # the pins of this reset now live in self.example
+        self.obs[slots] = self._start_windows(prompt_index)
         self.completion[slots] = self.pad_id
         self.completion_len[slots] = 0
         self.steps[slots] = 0
@@ -233,10 +341,13 @@ class GenerationState:
         if len(d):
             final_batch = self.batch(d)
             total, p = self.reward.score(final_batch, "state")
-            reward[d] += total
+            with np.errstate(over="ignore", invalid="ignore"):
+                reward[d] += total
             for name, v in p.items():
                 parts[name] = _scatter(self.n, d, v)
                 parts_mask[name] = done.copy()
+            if parts:  # the action and the state totals, each finite, may still overflow as a sum
+                check_reward_total(reward, [(t, parts.get(t.name)) for t in self.reward.terms])
             if self.success_part is not None:
                 success[d] = p[self.success_part] >= self.task.success_threshold
             elif self.success is not None:
@@ -256,16 +367,18 @@ class GenerationState:
     def batch(self, slots: np.ndarray, actions: np.ndarray | None = None) -> RewardBatch:
         """The RewardBatch of ``slots`` as they stand (ids gathered with fancy indexing; text is lazy)."""
         ex = self.example[slots]
+        ref_ids, ref_len = self._rows(ex, reference=True) if self.has_references else (None, None)
+        prompt_ids, prompt_len = self._rows(ex)
         return RewardBatch(
             tokenizer=self.tokenizer,
             completion_ids=self.completion[slots],
             completion_lengths=self.completion_len[slots],
             prompts=self.prompts[ex],
             references=self.references[ex],
-            prompt_ids=self.prompt_ids[ex],
-            prompt_lengths=self.prompt_lengths[ex],
-            reference_ids=None if self.reference_ids is None else self.reference_ids[ex],
-            reference_lengths=None if self.reference_lengths is None else self.reference_lengths[ex],
+            prompt_ids=prompt_ids,
+            prompt_lengths=prompt_len,
+            reference_ids=ref_ids,
+            reference_lengths=ref_len,
             done=self.finished[slots],
             actions=actions,
             labels=self.labels[ex],
@@ -303,17 +416,117 @@ class GenerationState:
         return arr.reshape(-1) if arr.ndim else arr.reshape(1)
 
 
+# ---- shared by the single and the vector env ---------------------------------------------------------------
+def resolve_env_args(
+    task: Task | str | Any,
+    reward: Any,
+    max_new_tokens: int | None,
+    context_len: int | None,
+    task_kwargs: dict[str, Any],
+) -> tuple[Task, CompositeReward, int, int]:
+    """Shared by the single and vector env: build the task and reward, choose the budget and window."""
+    # a task read from rows takes the env's reward as its default: a file without references loads then
+    task = make_task(task, env_reward=reward, **task_kwargs)
+    if reward is None and task.reward is None:
+        raise ValueError(
+            f"task {task.name!r} has no default reward (a task saved with a Python function as its reward "
+            "loads without one); pass reward=... (a registered name, a callable, a Reward)"
+        )
+    composite = make_composite(task.reward if reward is None else reward)
+    max_new_tokens = positive_int(
+        task.max_new_tokens if max_new_tokens is None else max_new_tokens, "max_new_tokens"
+    )
+    if context_len is None:
+        context_len = min(1 + task.max_prompt_tokens + max_new_tokens, MAX_CONTEXT)
+    return task, composite, max_new_tokens, int_at_least(context_len, 2, "context_len")
+
+
+def check_seed(seed: Any, what: str = "seed") -> int | None:
+    """``None`` or an int ≥ 0 (numpy integers included, returned as ``int``); anything else raises a
+    ``TypeError``/``ValueError`` naming it (gymnasium's own check raises ``gymnasium.error.Error``, which
+    callers catching bad input do not expect, and rejects numpy integers)."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{what} must be None or an int ≥ 0, got {type(seed).__name__}: {seed!r}")
+    if seed < 0:
+        raise ValueError(f"{what} must be an int ≥ 0, got {seed!r}")
+    return int(seed)
+
+
+def pinned_index(state: GenerationState, options: dict[str, Any] | None, n: int = 1) -> np.ndarray | None:
+    """The prompt indices that ``reset(options=...)`` pins, or None to draw."""
+    if not options:
+        return None
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be a dict, got {type(options).__name__}: {options!r}")
+    unknown = set(options) - {"prompt_index", "prompt", "reference", "reset_mask"}
+    if unknown:
+        raise ValueError(
+            f"unknown reset options {sorted(unknown)}; expected 'prompt_index', 'prompt' (+ 'reference') "
+            "or 'reset_mask'"
+        )
+    if "reference" in options and "prompt" not in options:
+        raise ValueError("options['reference'] needs options['prompt'] (the prompt it answers)")
+    if "prompt" in options:
+        prompts = options["prompt"]
+        if not isinstance(prompts, (str, list, tuple, np.ndarray)):
+            raise TypeError(f"options['prompt'] must be a string or a list of strings, got {prompts!r}")
+        prompts = [prompts] * n if isinstance(prompts, str) else list(prompts)
+        refs = options.get("reference")
+        if refs is not None and not isinstance(refs, (str, list, tuple, np.ndarray)):
+            raise TypeError(f"options['reference'] must be a string or a list of strings, got {refs!r}")
+        refs = [refs] * n if refs is None or isinstance(refs, str) else list(refs)
+        if len(prompts) != n or len(refs) != n:
+            raise ValueError(
+                f"options['prompt'] / ['reference'] have {len(prompts)} / {len(refs)} entries for {n} slots"
+            )
+        return np.array([state.index_of(p, r) for p, r in zip(prompts, refs)], dtype=np.int64)
+    if "prompt_index" in options:
+        given = options["prompt_index"]
+        try:
+            idx = np.asarray(given)
+        except (TypeError, ValueError):  # e.g. a ragged list
+            idx = np.asarray(None)
+        if not np.issubdtype(idx.dtype, np.integer) or isinstance(given, (bool, np.bool_)):
+            raise TypeError(f"options['prompt_index'] must be an int or ints, got {given!r}")
+        if idx.shape not in ((), (n,)):
+            raise ValueError(
+                f"options['prompt_index'] must be one int or {n} ints (one per slot), got shape {idx.shape}: "
+                f"{given!r}"
+            )
+        # range-check before the cast: a huge uint64 would wrap around in int64 and be misreported
+        bad = (idx < 0) | (idx >= state.num_prompts)
+        if bad.any():
+            raise ValueError(
+                f"prompt_index {idx[bad].ravel()[0]} is out of range; split {state.split!r} has "
+                f"{state.num_prompts} prompts"
+            )
+        return np.broadcast_to(idx.astype(np.int64), (n,)).copy()
+    return None
+
+
 def _scatter(n: int, idx: np.ndarray, values: np.ndarray) -> np.ndarray:
     out = np.zeros(n, dtype=np.float32)
     out[idx] = values
     return out
 
 
-def _append_ragged(
-    ids: np.ndarray, lengths: np.ndarray, new: np.ndarray, new_len: np.ndarray, pad: int
+def _set_ragged_row(
+    ids: np.ndarray, lengths: np.ndarray, row: int, new: list[int], pad: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    width = max(ids.shape[1], new.shape[1])
-    out = np.full((len(ids) + len(new), width), pad, dtype=np.int64)
-    out[: len(ids), : ids.shape[1]] = ids
-    out[len(ids) :, : new.shape[1]] = new
-    return out, np.concatenate([lengths, new_len])
+    """Write ``new`` into row ``row`` of a right-padded id array (widened if it does not fit)."""
+    if len(new) > ids.shape[1]:
+        wider = np.full((len(ids), len(new)), pad, dtype=ids.dtype)
+        wider[:, : ids.shape[1]] = ids
+        ids = wider
+    ids[row] = pad
+    ids[row, : len(new)] = new
+    lengths[row] = len(new)
+    return ids, lengths
+
+
+def _grow_objects(arr: np.ndarray, extra: int) -> np.ndarray:
+    out = np.empty(len(arr) + extra, dtype=object)
+    out[: len(arr)] = arr
+    return out

@@ -40,6 +40,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from text_env.io import atomic_write_json, fsync_directory, read_json
+
 if TYPE_CHECKING:  # torch is imported lazily: text_env itself does not need it
     import torch
 
@@ -122,8 +124,6 @@ def _walk_files(directory: Path) -> Iterator[tuple[str, Path]]:
 
 def write_manifest(directory: str | os.PathLike, kind: str, format_version: int) -> dict[str, Any]:
     """Hash every file under ``directory`` into ``directory/manifest.json`` (written atomically, last)."""
-    from text_env.io import atomic_write_json
-
     d = Path(directory)
     files = {rel: {"sha256": sha256_file(p), "size": p.stat().st_size} for rel, p in _walk_files(d)}
     manifest = {
@@ -160,8 +160,6 @@ def verify_manifest(
         IntegrityError (a ``ValueError``): the manifest is missing, malformed, of another kind or a future
             version, or a file differs; the message names the file.
     """
-    from text_env.io import read_json
-
     d = Path(directory)
     if d.is_symlink():
         raise IntegrityError(f"{str(d)!r} is a symlink; refused")
@@ -262,29 +260,18 @@ def atomic_directory(
     try:
         yield tmp
         write_manifest(tmp, kind, format_version)
-        _fsync_dir(tmp)
+        fsync_directory(tmp)
         old = None
         if target.exists():
             old = parent / f".{target.name}.partial-{os.getpid()}-old"
             os.replace(target, old)
         os.replace(tmp, target)
-        _fsync_dir(parent)
+        fsync_directory(parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # some filesystems do not allow fsync on a directory
-        pass
 
 
 # ---- safetensors -------------------------------------------------------------------------------------------

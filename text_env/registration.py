@@ -2,6 +2,21 @@
 
 Gymnasium ≥ 1.0 has no plugin entry points, so registration happens on import;
 ``gym.make("text_env:TextEnv/Reverse-v0")`` imports the package first, for trainers that only take an id.
+
+The ids are registered **without** a ``TimeLimit`` (``spec.max_episode_steps`` is ``None``): the env's own
+token budget, ``max_new_tokens``, ends an episode (``truncated=True``) and pays the state reward on that
+step. A ``TimeLimit`` of the default budget would cut a longer budget short (``gym.make(id,
+max_new_tokens=20)`` would stop at 5 steps without paying the reward) and would also flag an EOS on the last
+budget token as truncated, where the env (and the vector env) say terminated only. Each entry still records
+the default budget (:attr:`EnvEntry.max_new_tokens`), which ``text-env envs`` and :func:`list_envs` show;
+it equals the task's own default, which is what the env uses when ``max_new_tokens`` is not given.
+Passing ``max_episode_steps=`` to ``gym.make`` still adds a ``TimeLimit`` if a caller wants one.
+
+Example:
+    >>> import gymnasium as gym
+    >>> env = gym.make("TextEnv/Reverse-L4-v0", max_new_tokens=20)  # the env truncates at 20 tokens
+    >>> gym.spec("TextEnv/Reverse-L4-v0").max_episode_steps is None
+    True
 """
 
 from __future__ import annotations
@@ -17,14 +32,30 @@ VECTOR_ENTRY_POINT = "text_env.vector:TextGenVectorEnv"
 
 @dataclass(frozen=True)
 class EnvEntry:
-    """One registered id: the task it builds, its kwargs, the episode limit and the "solved" threshold."""
+    """One registered id: the task it builds, its kwargs, the default token budget and the "solved"
+    threshold.
+
+    Attributes:
+        env_id: The Gymnasium id.
+        task: The registered task name (``""`` for Custom-v0, whose task the user passes).
+        kwargs: Passed to the task factory (e.g. ``{"length": 4}``).
+        max_new_tokens: The default token budget (the task's own default; ``None`` where it depends on the
+            user's file). Shown by ``text-env envs``; not a ``TimeLimit`` (see the module docstring).
+        reward_threshold: The mean return that counts as solved (``spec.reward_threshold``).
+        description: One line for listings.
+    """
 
     env_id: str
     task: str
     kwargs: dict[str, Any]
-    max_episode_steps: int | None
+    max_new_tokens: int | None
     reward_threshold: float | None
     description: str
+
+    @property
+    def max_episode_steps(self) -> int | None:
+        """The default budget under its Gymnasium name (the budget is the longest an episode runs)."""
+        return self.max_new_tokens
 
 
 def _synthetic_entries() -> list[EnvEntry]:
@@ -83,7 +114,7 @@ ENTRIES: list[EnvEntry] = [
 
 
 def register_envs() -> None:
-    """Register every TextEnv id (idempotent)."""
+    """Register every TextEnv id (idempotent), without a ``TimeLimit``: the env's budget governs."""
     for e in ENTRIES:
         if e.env_id in gym.registry:
             continue
@@ -94,7 +125,7 @@ def register_envs() -> None:
             id=e.env_id,
             entry_point=ENTRY_POINT,
             vector_entry_point=VECTOR_ENTRY_POINT,
-            max_episode_steps=e.max_episode_steps,
+            max_episode_steps=None,
             reward_threshold=e.reward_threshold,
             kwargs=kwargs,
         )
@@ -111,13 +142,18 @@ def env_ids() -> list[str]:
 
 
 def list_envs(build: bool = True) -> list[dict[str, Any]]:
-    """One row per id: spaces, default reward, budget, threshold (``build=False`` skips building envs)."""
+    """One row per id: spaces, default reward, budget, threshold (``build=False`` skips building envs).
+
+    ``max_new_tokens`` is the default budget; ``max_episode_steps`` repeats it under the name the listing has
+    always used (no ``TimeLimit`` is registered: see the module docstring).
+    """
     rows = []
     for e in ENTRIES:
         row: dict[str, Any] = {
             "id": e.env_id,
             "task": e.task or "(user file)",
-            "max_episode_steps": e.max_episode_steps,
+            "max_new_tokens": e.max_new_tokens,
+            "max_episode_steps": e.max_new_tokens,
             "reward_threshold": e.reward_threshold,
             "description": e.description,
         }

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -27,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from text_env.io import atomic_write_json as _atomic_write_json
+from text_env.validate import boolean, string
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
@@ -67,6 +69,37 @@ class _TokenizerBase:
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]
+
+    def encode_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Every text's ids concatenated, as ``(int32 ids, int64 lengths)``: the compact form a task's
+        splits are stored in (no per-text Python lists kept, no padding)."""
+        return encode_flat(self, texts)
+
+
+ENCODE_CHUNK = 4096  # texts encoded per call when a whole split is encoded
+
+
+def encode_flat(tokenizer: Any, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, lengths)`` of ``texts`` under any tokenizer: its own ``encode_flat`` if it has one, else its
+    ``encode_batch`` (or ``encode``) a chunk at a time, so at most one chunk of id lists is alive at once.
+
+    Example:
+        >>> ids, lengths = encode_flat(CharTokenizer.from_texts(["ab", "c"]), ["ab", "c"])
+        >>> ids.tolist(), lengths.tolist()
+        ([4, 5, 6], [2, 1])
+    """
+    own = getattr(tokenizer, "encode_flat", None)
+    if own is not None and getattr(own, "__func__", None) is not _TokenizerBase.encode_flat:
+        return own(texts)
+    batch = getattr(tokenizer, "encode_batch", None) or (lambda ts: [tokenizer.encode(t) for t in ts])
+    ids: list[np.ndarray] = []
+    lengths = np.zeros(len(texts), dtype=np.int64)
+    for start in range(0, len(texts), ENCODE_CHUNK):
+        rows = batch(list(texts[start : start + ENCODE_CHUNK]))
+        lengths[start : start + len(rows)] = [len(r) for r in rows]
+        ids.append(np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int32))
+    flat = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32)
+    return flat, lengths
 
 
 class CharTokenizer(_TokenizerBase):
@@ -113,6 +146,39 @@ class CharTokenizer(_TokenizerBase):
             if bad:
                 raise ValueError(f"characters {sorted(set(bad))!r} are not in the tokenizer's alphabet")
         return [self._stoi.get(c, self.unk_id) for c in text]
+
+    def encode_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`encode` of every text, vectorized: one table lookup over the code points of a chunk of
+        texts (the ids are the ones ``encode`` gives; a strict tokenizer raises the same error)."""
+        for t in texts:
+            if not isinstance(t, str):
+                raise TypeError(f"encode expects str, got {type(t).__name__}: {t!r}")
+        lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+        table = self._code_point_table()
+        flat = np.empty(int(lengths.sum()), dtype=np.int32)
+        pos = 0
+        for start in range(0, len(texts), ENCODE_CHUNK):
+            joined = "".join(texts[start : start + ENCODE_CHUNK])
+            # UTF-32 gives one code point per character, as len() counts them (a lone surrogate included)
+            cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+            flat[pos : pos + len(cps)] = table[np.minimum(cps, len(table) - 1)]
+            pos += len(cps)
+        if self.strict and (flat == self.unk_id).any():
+            for t in texts:  # the first text with an unknown character raises encode's own error
+                self.encode(t)
+        return flat, lengths
+
+    def _code_point_table(self) -> np.ndarray:
+        """Code point → id (``unk_id`` beyond the alphabet); the last entry stands for every larger code
+        point."""
+        table = self.__dict__.get("_cp_table")
+        if table is None:
+            top = max((ord(c) for c in self.alphabet), default=0) + 2
+            table = np.full(top, self.unk_id, dtype=np.int32)
+            for c, i in self._stoi.items():
+                table[ord(c)] = i
+            self.__dict__["_cp_table"] = table
+        return table
 
     def decode(self, ids: Iterable[int]) -> str:
         out = []
@@ -385,10 +451,16 @@ def tokenizer_from_dict(data: dict[str, Any], base_dir: str | os.PathLike | None
         raise ValueError(f"not a tokenizer description (no 'type' field): {str(data)[:80]!r}")
     kind = data["type"]
     if kind == "char":
-        return CharTokenizer(list(data["alphabet"]), strict=bool(data.get("strict", False)))
+        # the alphabet is one string of distinct characters; "strict" a real bool ("false" is not False)
+        alphabet = string(data.get("alphabet"), "field 'alphabet'")
+        return CharTokenizer(list(alphabet), strict=boolean(data.get("strict", False), "field 'strict'"))
     if kind == "bpe":
         from tokenizers import Tokenizer as HFTok
 
+        if not isinstance(data.get("tokenizer"), dict):
+            raise ValueError(
+                f"field 'tokenizer' must be the BPE tokenizer's JSON object, got {data.get('tokenizer')!r}"
+            )
         return BPETokenizer(HFTok.from_str(json.dumps(data["tokenizer"])))
     if kind == "hf":
         from text_env.persistence import resolve_inside

@@ -14,9 +14,10 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from text_env.core import TextGenEnv, _pinned_index, check_seed, resolve_env_args
-from text_env.engine import GenerationState
+from text_env.core import TextGenEnv
+from text_env.engine import GenerationState, check_seed, pinned_index, resolve_env_args
 from text_env.tasks.base import Task
+from text_env.validate import positive_int
 
 LOCKSTEP = AutoresetMode.DISABLED
 
@@ -63,8 +64,7 @@ class TextGenVectorEnv(VectorEnv):
         max_episode_steps: int | None = None,
         **task_kwargs: Any,
     ) -> None:
-        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        num_envs = positive_int(num_envs, "num_envs")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode {render_mode!r} is not supported; expected 'ansi' or None")
         try:
@@ -128,7 +128,7 @@ class TextGenVectorEnv(VectorEnv):
             if mask.dtype != bool or mask.shape != (n,):
                 raise ValueError(f"options['reset_mask'] must be a bool array of shape ({n},), got {mask!r}")
         slots = np.flatnonzero(mask)
-        pinned = _pinned_index(st, options, n)
+        pinned = pinned_index(st, options, n)
         st.reset_slots(slots, None if pinned is None else pinned[slots])
         self._autoreset[slots] = False
         info = self._reset_info(slots)

@@ -94,7 +94,7 @@ def test_correct_answer_cut_by_the_budget_still_gets_the_state_reward() -> None:
     assert info["is_success"] is True
 
 
-def test_registered_time_limit_equals_the_budget() -> None:
+def test_gym_make_truncates_at_the_default_budget() -> None:
     env = gym.make("TextEnv/Reverse-L4-v0")
     env.reset(seed=0, options={"prompt": PROMPT})
     steps = play(env, "aaaaa", eos=False)
@@ -180,6 +180,71 @@ def test_unseen_prompt_with_a_reference_option_is_scored_against_it() -> None:
         env.reset(options={"reference": "abc"})
 
 
+def _adhoc(i: int) -> tuple[str, str]:
+    """A prompt text no Reverse-L4 split has (8+ letters), and its answer."""
+    word = "".join("abcd"[int(d)] for d in np.base_repr(i, 4).zfill(8))
+    return f"reverse {word}=", word[::-1]
+
+
+def test_pinned_new_prompts_reuse_a_bounded_set_of_rows() -> None:
+    # issue 13, item 17: 30,000 pinned resets used to append 30,000 rows (and slowed every reset down)
+    env = reverse_env(max_new_tokens=10)
+    st = env.unwrapped._state
+    n = len(env.task.examples("train"))
+    for i in range(5000):
+        prompt, answer = _adhoc(i)
+        obs, info = env.reset(options={"prompt": prompt, "reference": answer})
+        assert info["prompt"] == prompt and env.tokenizer.decode(obs) == prompt
+        if i < 64:  # the first ad-hoc prompts (engine.ADHOC_ROWS) get the indices they always got
+            assert info["prompt_index"] == n + i
+        if i % 7 == 0:  # play the answer now and then: the reused row scores against its own reference
+            *_, (_, reward, terminated, _, info) = play(env, answer)
+            assert (reward, terminated, info["reference"], info["completion"]) == (1.0, True, answer, answer)
+    assert st.num_prompts <= n + 64 and len(st.prompts) <= n + 64  # 5,000 texts, at most 64 extra rows
+    # a split prompt pinned by text is still its split row, and a recent ad-hoc prompt keeps its row
+    _, info = env.reset(options={"prompt": PROMPT})
+    assert info["prompt_index"] < n
+    recent, _ = _adhoc(4999)
+    row = env.reset(options={"prompt": recent})[1]["prompt_index"]
+    assert row >= n and env.reset(options={"prompt": recent})[1]["prompt_index"] == row
+
+
+@pytest.mark.parametrize("context_len", [None, 6])  # 6: longer prompts keep their end, BOS drops out
+def test_the_compact_split_gives_the_windows_and_rows_of_the_padded_one(context_len: int | None) -> None:
+    # issue 13, B: prompts are int32 ids + offsets and a slot's window is built at reset; the padded (n, P)
+    # matrices and per-prompt windows of the old layout are never built by the env
+    from text_env.rewards.base import pad_ragged
+    from text_env.tasks import reverse_task
+
+    env = TextGenEnv(reverse_task.__wrapped__(length=4), context_len=context_len)  # a task of its own
+    enc, st = env.task.encoded("train"), env._state
+    assert enc.prompt_tokens.dtype == np.int32 and enc.prompt_offsets.shape == (len(enc) + 1,)
+    for seed in range(20):
+        env.reset(seed=seed)
+        play(env, "ab")
+    assert "prompt_ids" not in enc.__dict__ and "reference_ids" not in enc.__dict__  # nothing padded
+    tok = env.tokenizer
+    padded, lengths = pad_ragged(tok.encode_batch(list(enc.prompts)), pad=tok.pad_id)
+    np.testing.assert_array_equal(enc.prompt_ids, padded)
+    np.testing.assert_array_equal(enc.prompt_lengths, lengths)
+    refs, ref_len = pad_ragged(tok.encode_batch([r[0] for r in enc.references]), pad=tok.pad_id)
+    np.testing.assert_array_equal(enc.reference_ids, refs)
+    np.testing.assert_array_equal(enc.reference_lengths, ref_len)
+    idx = np.arange(len(enc))
+    np.testing.assert_array_equal(st._split_windows(idx), st._windows(padded, lengths))  # the old algorithm
+
+
+def test_a_pinned_prompt_does_not_change_later_draws() -> None:
+    # draws come from the split only: an ad-hoc row never turns up in (or shifts) the random prompts
+    pinned, plain = reverse_env(), reverse_env()
+    pinned.reset(seed=5)
+    plain.reset(seed=5)
+    pinned.reset(options={"prompt": _adhoc(1)[0]})
+    a = [pinned.reset()[1]["prompt_index"] for _ in range(300)]
+    b = [plain.reset()[1]["prompt_index"] for _ in range(300)]
+    assert a == b
+
+
 def _prompt_sequence(env: TextGenEnv, seed: int, episodes: int = 8) -> tuple[list[int], list[list[int]]]:
     obs, info = env.reset(seed=seed)
     idx, obses = [info["prompt_index"]], [obs.tolist()]
@@ -261,7 +326,43 @@ def test_unknown_task_reward_and_arguments_name_the_bad_value() -> None:
         TextGenEnv("reverse", lenght=4)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_new_tokens": True}, r"max_new_tokens must be a positive int, got True \(a bool\)"),
+        ({"max_new_tokens": 3.0}, r"max_new_tokens must be a positive int, got 3\.0"),
+        ({"max_new_tokens": "3"}, r"max_new_tokens must be a positive int, got '3'"),
+        ({"context_len": True}, r"context_len must be an int ≥ 2, got True"),
+        ({"context_len": 8.0}, r"context_len must be an int ≥ 2, got 8\.0"),
+        ({"reward": {"exact_match": True}}, r"weight for 'exact_match' must be a number, got bool"),
+        ({"reward": {"exact_match": "2"}}, r"weight for 'exact_match' must be a number, got str"),
+        ({"length": True}, r"length must be a positive int, got True"),
+        ({"length": 4, "seed": -1}, r"seed must be an int ≥ 0, got -1"),
+        ({"length": 4, "sizes": (10, True, 5)}, r"sizes must be three positive ints"),
+    ],
+)
+def test_env_arguments_are_refused_rather_than_coerced(kwargs: dict, match: str) -> None:
+    # issue 13, B: True is an int subclass and float("2") a number, but neither is what the caller meant
+    with pytest.raises(ValueError, match=match):
+        TextGenEnv("reverse", **{"length": 4, **kwargs})
+
+
+def test_vector_env_refuses_a_bool_num_envs() -> None:
+    from text_env import TextGenVectorEnv
+
+    with pytest.raises(ValueError, match=r"num_envs must be a positive int, got True"):
+        TextGenVectorEnv("reverse", num_envs=True, length=4)
+
+
 # ---- misbehaving user rewards ------------------------------------------------------------------------------
+def none_reward(prompts, completions, references):
+    return [None] * len(completions)
+
+
+def forgot_return_reward(prompts, completions, references):
+    [float(len(c)) for c in completions]
+
+
 def nan_reward(prompts, completions, references):
     return [float("nan")] * len(completions)
 
@@ -278,6 +379,8 @@ def raising_reward(prompts, completions, references):
     ("fn", "match"),
     [
         (nan_reward, r"reward 'nan_reward' returned a non-finite value \(nan\)"),
+        (none_reward, r"reward 'none_reward' returned None for completion 0 \(of 1\)"),
+        (forgot_return_reward, r"reward 'forgot_return_reward' returned None; expected 1 floats"),
         (long_reward, r"reward 'long_reward' returned 2 values for 1 completions"),
         (raising_reward, r"reward 'raising_reward' raised KeyError: 'boom'"),
     ],

@@ -15,7 +15,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from text_env import TextGenEnv, TextGenVectorEnv, list_envs
-from text_env.registration import env_ids
+from text_env.registration import ENTRIES, env_ids
 
 ENV_IDS = env_ids()
 CUSTOM_ID = "TextEnv/Custom-v0"
@@ -73,13 +73,16 @@ def test_spec_is_complete(env_id: str, make_env: Callable[..., gym.Env]) -> None
     assert spec.vector_entry_point == "text_env.vector:TextGenVectorEnv"
     inner = env.unwrapped
     assert isinstance(inner, TextGenEnv)
+    # no TimeLimit: the env's own budget ends episodes (and pays the state reward when it does)
+    assert spec.max_episode_steps is None
+    entry = next(e for e in ENTRIES if e.env_id == env_id)
     if env_id == CUSTOM_ID:
         # the budget and the "solved" level depend on the user's file, so the id cannot fix them
-        assert spec.max_episode_steps is None
+        assert entry.max_new_tokens is None
     else:
         assert spec.reward_threshold is not None and 0 < spec.reward_threshold <= 1
-        # the registered episode limit is the env's own token budget: TimeLimit never cuts an episode short
-        assert spec.max_episode_steps == inner.max_new_tokens
+        # the budget the listing shows is the one the env uses by default
+        assert entry.max_new_tokens == inner.max_new_tokens
     v = inner.tokenizer.vocab_size
     assert inner.action_space == gym.spaces.Discrete(v)
     obs_space = inner.observation_space
@@ -102,6 +105,80 @@ def test_make_vec_builds_the_native_vector_env(env_id: str, make_env: Callable[.
     obs, reward, terminated, truncated, _ = envs.step(np.full(3, single.tokenizer.eos_id))
     assert terminated.all() and not truncated.any()
     assert reward.shape == (3,)
+    envs.close()
+
+
+def _non_stop_action(env: TextGenEnv) -> int:
+    """A token the task allows that does not end the episode, so that only the budget can end it."""
+    allowed = env.task.action_mask.astype(bool)
+    allowed[env.task.stop_ids] = False
+    return int(np.flatnonzero(allowed)[0])
+
+
+def _state_reward_names(env: TextGenEnv) -> set[str]:
+    names = {t.name for t in env.reward.of_kind("state")}
+    assert names, "every registered task has a state reward"
+    return names
+
+
+BUDGET = 20  # longer than every registered default budget of the synthetic tasks (4 to 13)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_gym_make_with_a_larger_budget_truncates_at_it_and_pays_the_state_reward(
+    env_id: str, make_env: Callable[..., gym.Env]
+) -> None:
+    env = make_env(env_id, max_new_tokens=BUDGET)
+    inner = env.unwrapped
+    assert inner.max_new_tokens == BUDGET
+    a, state = _non_stop_action(inner), _state_reward_names(inner)
+    env.reset(seed=0)
+    for t in range(BUDGET):
+        _, _, terminated, truncated, info = env.step(a)
+        last = t == BUDGET - 1
+        assert not terminated and truncated == last, (env_id, t)
+        assert (state <= set(info["reward_parts"])) == last, (env_id, t, info["reward_parts"])
+    env.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "vector_entry_point"])
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_make_vec_with_a_larger_budget_truncates_at_it_and_pays_the_state_reward(
+    env_id: str, mode: str, make_env: Callable[..., gym.Env]
+) -> None:
+    single = make_env(env_id).unwrapped  # skips ids whose data is missing
+    kwargs = {"task": single.task} if env_id == CUSTOM_ID else {}
+    envs = gym.make_vec(env_id, num_envs=2, vectorization_mode=mode, max_new_tokens=BUDGET, **kwargs)
+    a, state = _non_stop_action(single), _state_reward_names(single)
+    envs.reset(seed=0)
+    for t in range(BUDGET):
+        _, _, terminated, truncated, info = envs.step(np.full(2, a))
+        last = t == BUDGET - 1
+        assert not terminated.any() and truncated.tolist() == [last, last], (env_id, mode, t)
+        parts = info.get("reward_parts", {})
+        paid = {name for name in state if name in parts and parts[f"_{name}"].all()}
+        assert (paid == state) == last, (env_id, mode, t, parts)
+    envs.close()
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_eos_on_the_last_budget_token_terminates_in_gym_make_and_in_the_vector_env(
+    env_id: str, make_env: Callable[..., gym.Env]
+) -> None:
+    env = make_env(env_id)
+    inner = env.unwrapped
+    kwargs = {"task": inner.task} if env_id == CUSTOM_ID else {}
+    envs = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", **kwargs)
+    a, eos, budget = _non_stop_action(inner), inner.tokenizer.eos_id, inner.max_new_tokens
+    env.reset(seed=0)
+    envs.reset(seed=0)
+    for t in range(budget):
+        action = eos if t == budget - 1 else a
+        _, _, terminated, truncated, _ = env.step(action)
+        _, _, v_terminated, v_truncated, _ = envs.step(np.full(2, action))
+        assert (terminated, truncated) == (t == budget - 1, False), (env_id, t)
+        assert v_terminated.tolist() == [terminated] * 2 and v_truncated.tolist() == [truncated] * 2
+    env.close()
     envs.close()
 
 

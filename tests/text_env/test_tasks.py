@@ -3,6 +3,7 @@ tasks from files and iterables, the task registry, and bad input."""
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from text_env.tasks import (
     copy_task,
     keyword_task,
     make_task,
+    read_examples,
     register_task,
     reverse_task,
     sort_task,
@@ -185,6 +187,36 @@ def test_task_from_iterable_of_strings_needs_a_reward() -> None:
     assert "is_success" not in info  # no success test without references
 
 
+def _shortness(prompts, completions, references):
+    return [1.0 / (1 + len(c)) for c in completions]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_custom_id_loads_a_file_without_references_when_a_reward_is_given(
+    tmp_path: Path, suffix: str
+) -> None:
+    # issue 13, item 9: the env's reward= reaches the task, so exact_match's need for references is moot
+    path = tmp_path / f"prompts{suffix}"
+    prompts = [f"say {w}:" for w in ("hi", "yo", "ok", "no", "go")]
+    if suffix == ".csv":
+        path.write_text("prompt\n" + "".join(f"{p}\n" for p in prompts), encoding="utf-8")
+    else:
+        _write_jsonl(path, [{"prompt": p} for p in prompts])
+    for reward in ("length:2", _shortness, {"length:2": 0.5}):
+        env = gym.make("TextEnv/Custom-v0", task=str(path), reward=reward)
+        env.reset(seed=0)
+        *_, info = env.step(env.unwrapped.tokenizer.eos_id)
+        assert "is_success" not in info  # no references, no success test
+    envs = gym.make_vec("TextEnv/Custom-v0", num_envs=2, task=str(path), reward=_shortness)
+    envs.reset(seed=0)
+    _, reward, terminated, _, _ = envs.step(np.full(2, envs.unwrapped.tokenizer.eos_id))
+    assert terminated.all() and reward.tolist() == [1.0, 1.0]  # an empty completion: 1 / (1 + 0)
+    env = gym.make("TextEnv/Custom-v0", task=[{"prompt": p} for p in prompts], reward=_shortness)
+    assert env.unwrapped.task.reward is _shortness
+    with pytest.raises(ValueError, match="pass reward="):  # and without a reward, the clear error
+        gym.make("TextEnv/Custom-v0", task=str(path))
+
+
 def test_task_save_load_keeps_data_and_tokenizer(tmp_path: Path) -> None:
     task = reverse_task(length=4)
     task.save(tmp_path / "rev")
@@ -193,6 +225,12 @@ def test_task_save_load_keeps_data_and_tokenizer(tmp_path: Path) -> None:
     for s in ("train", "validation", "test"):
         assert loaded.examples(s) == task.examples(s)
     assert loaded.max_new_tokens == task.max_new_tokens and loaded.fingerprint() == task.fingerprint()
+
+
+def test_options_given_with_a_saved_task_are_refused_not_dropped(tmp_path: Path) -> None:
+    reverse_task(length=4).save(tmp_path / "rev")
+    with pytest.raises(TypeError, match=r"task options \['length'\] given with the saved task"):
+        gym.make("TextEnv/Custom-v0", task=str(tmp_path / "rev"), length=8)
 
 
 def test_task_file_with_a_saved_tokenizer(tmp_path: Path, task_file: Path) -> None:
@@ -222,6 +260,245 @@ def _play_a_correct_answer(env: gym.Env) -> None:
     for a in [*tok.encode(example.reference), tok.eos_id]:
         _, reward, terminated, truncated, info = env.step(a)
     assert (reward, terminated, truncated, info["is_success"]) == (1.0, True, False, True)
+
+
+def test_csv_quoted_fields_keep_their_newlines_and_errors_give_the_starting_line(tmp_path: Path) -> None:
+    # issue 13, item 10: the csv module reads the file object (newline=""), not text.splitlines()
+    path = tmp_path / "multi.csv"
+    rows = [("line1\nline2", "ok\r\nthen"), ("plain", "x"), ("a, b", "y")]
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([("prompt", "reference"), *rows])
+    task = Task.from_file(path)
+    got = {e.prompt: e.reference for s in ("train", "validation", "test") for e in task.examples(s)}
+    assert got == dict(rows)
+    path.write_text('prompt,reference\n"line1\nline2",ok\nfine,ok\na,b,c\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"multi\.csv'?, line 5: more fields than the header"):
+        Task.from_file(path, reward="exact_match")
+
+
+LINE_BREAKS = "\u2028\u2029\u0085\x1c\x1d\x1e\x0b\x0c\r"  # str.splitlines cuts at each of these
+
+
+def test_unicode_line_breaks_inside_jsonl_strings_round_trip_through_save_and_load(tmp_path: Path) -> None:
+    # issue 13, item 11: Task.save writes them raw (ensure_ascii=False); JSONL lines end at \n only
+    rows = [{"prompt": f"say{ch}{i}=", "reference": f"{i}{ch}ok"} for i, ch in enumerate(LINE_BREAKS * 2)]
+    task = Task.from_examples(rows, name="breaks")
+    task.save(tmp_path / "breaks")
+    loaded = Task.load(tmp_path / "breaks")
+    for s in ("train", "validation", "test"):
+        assert loaded.examples(s) == task.examples(s)
+    raw = tmp_path / "raw.jsonl"  # a user's file with raw line breaks inside strings, and CRLF line ends
+    raw.write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows).encode("utf-8"))
+    got = Task.from_file(raw)
+    prompts = sorted(e.prompt for s in ("train", "validation", "test") for e in got.examples(s))
+    assert prompts == sorted(r["prompt"] for r in rows)
+
+
+# ---- saving: lone surrogates, atomic directories, manifests (issue 13, item 12) ---------------------------
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ('{"prompt": "a\\ud800b", "reference": "c"}', "prompt"),
+        ('{"prompt": "ab", "reference": ["ok", "x\\udfff"]}', "reference"),
+        ('{"prompt": "ab", "reference": "c", "label": "\\udc80"}', "label"),
+        ('{"prompt": "ab", "reference": "c", "metadata": {"k": ["\\ud83d"]}}', "metadata.k"),
+    ],
+)
+def test_a_lone_surrogate_is_refused_at_load_naming_file_line_and_field(
+    tmp_path: Path, row: str, field: str
+) -> None:
+    path = tmp_path / "sur.jsonl"
+    path.write_text('{"prompt": "fine", "reference": "ok"}\n' + row + "\n", encoding="ascii")
+    with pytest.raises(ValueError, match=rf"sur\.jsonl'?, line 2: field '{field}' holds a lone surrogate"):
+        Task.from_file(path)
+    ok = tmp_path / "pair.jsonl"  # an escaped surrogate *pair* is one valid character
+    ok.write_text('{"prompt": "smile \\ud83d\\ude00", "reference": "ok"}\n', encoding="ascii")
+    assert [r["prompt"] for r in read_examples(ok)] == ["smile \U0001f600"]
+
+
+def _no_debris(parent: Path) -> None:
+    assert [p.name for p in parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_failed_save_leaves_no_partial_directory_and_keeps_the_previous_save(tmp_path: Path) -> None:
+    good = reverse_task(length=4)
+    bad = Task(
+        "bad",
+        {"train": [Example("a\ud800", ("b",))], "validation": [Example("c", ("d",))], "test": [Example("e")]},
+    )
+    with pytest.raises(ValueError, match=r"example 0 of split 'train' cannot be saved as UTF-8"):
+        bad.save(tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    _no_debris(tmp_path)
+    good.save(tmp_path / "t")
+    with pytest.raises(ValueError, match="cannot be saved"):
+        bad.save(tmp_path / "t")  # over an earlier save: that one stays whole
+    _no_debris(tmp_path)
+    assert Task.load(tmp_path / "t").examples("train") == good.examples("train")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a saved task"):
+        good.save(tmp_path / "other")  # a directory that is not a saved task is never replaced
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_load_verifies_the_manifest(tmp_path: Path) -> None:
+    task = reverse_task(length=4)
+    task.save(tmp_path / "t")
+    manifest = json.loads((tmp_path / "t" / "manifest.json").read_text())
+    assert manifest["kind"] == "task" and set(manifest["files"]) == {
+        "train.jsonl", "validation.jsonl", "test.jsonl", "tokenizer.json", "task.json"
+    }  # fmt: skip
+    train = tmp_path / "t" / "train.jsonl"
+    data = train.read_bytes()
+    train.write_bytes(data.replace(b"reverse", b"revers3", 1))  # same size, different bytes
+    with pytest.raises(ValueError, match=r"train\.jsonl.*does not match the sha256"):
+        Task.load(tmp_path / "t")
+    train.write_bytes(data)
+    (tmp_path / "t" / "extra.jsonl").write_text("{}")
+    with pytest.raises(ValueError, match="does not list"):
+        Task.load(tmp_path / "t")
+
+
+def test_a_task_saved_without_a_manifest_still_loads_and_a_future_version_is_refused(tmp_path: Path) -> None:
+    task = reverse_task(length=4)
+    task.save(tmp_path / "old")
+    # what the code before manifests wrote: no manifest.json, no format_version in task.json
+    (tmp_path / "old" / "manifest.json").unlink()
+    settings = json.loads((tmp_path / "old" / "task.json").read_text())
+    settings.pop("format_version")
+    (tmp_path / "old" / "task.json").write_text(json.dumps(settings))
+    loaded = Task.load(tmp_path / "old")
+    assert loaded.fingerprint() == task.fingerprint()
+    settings["format_version"] = 2
+    (tmp_path / "old" / "task.json").write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match=r"format_version 2 is not one this code reads.*newer"):
+        Task.load(tmp_path / "old")
+
+
+# ---- the rules for weak cases (issue 13, B) ----------------------------------------------------------------
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_column_or_row(tmp_path: Path) -> None:
+    csv_path = tmp_path / "bom.csv"
+    csv_path.write_bytes(
+        b"\xef\xbb\xbfprompt,reference\n" + b"".join(b"q%d?,a%d\n" % (i, i) for i in range(5))
+    )
+    assert sorted(r["prompt"] for r in read_examples(csv_path)) == [f"q{i}?" for i in range(5)]
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_bytes(
+        b"\xef\xbb\xbf" + b"".join(b'{"prompt": "q%d?", "reference": "a"}\n' % i for i in range(5))
+    )
+    assert [r["prompt"] for r in read_examples(jsonl)] == [f"q{i}?" for i in range(5)]
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (
+            "prompt,reference,label\na,b,c\nd,e\n",
+            r"line 3: 2 fields where the header has 3 \(missing \['label'\]\)",
+        ),
+        (
+            'prompt,reference\n"multi\nline",x\nd\n',
+            r"line 4: 1 fields where the header has 2 \(missing \['reference'\]\)",
+        ),
+        ("prompt,reference,reference\na,b,c\n", r"line 1: the header names column 'reference' twice"),
+        ("prompt,label,prompt\na,b,c\n", r"line 1: the header names column 'prompt' twice"),
+    ],
+)
+def test_csv_missing_cells_and_duplicate_columns_are_errors_with_the_line(
+    tmp_path: Path, content: str, match: str
+) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"bad\.csv'?, {match}"):
+        Task.from_file(path, reward="exact_match")
+
+
+def _saved(tmp_path: Path, **edits: object) -> Path:
+    d = tmp_path / "task"
+    if not d.exists():
+        reverse_task(length=4).save(d)
+    settings = json.loads((d / "task.json").read_text())
+    settings.update(edits)
+    (d / "task.json").write_text(json.dumps(settings))
+    (d / "manifest.json").unlink(missing_ok=True)  # an edited file: test the settings, not the manifest
+    return d
+
+
+@pytest.mark.parametrize(
+    ("edits", "match"),
+    [
+        ({"max_new_tokens": 3.0}, r"field 'max_new_tokens' must be a positive int, got 3\.0"),
+        ({"max_new_tokens": True}, r"field 'max_new_tokens' must be a positive int, got True"),
+        ({"max_new_tokens": -2}, r"field 'max_new_tokens' must be a positive int, got -2"),
+        ({"success_threshold": "0.5"}, r"field 'success_threshold' must be a finite number, got '0\.5'"),
+        ({"success_threshold": True}, r"field 'success_threshold' must be a finite number, got True"),
+        ({"stop": "ab"}, r"field 'stop' must be a list of strings, got 'ab'"),
+        ({"metrics": [1]}, r"field 'metrics' must be a list of strings; 1 is not one"),
+        ({"allowed_completion_chars": 5}, r"field 'allowed_completion_chars' must be a string or null"),
+        ({"description": None}, r"field 'description' must be a string, got None"),
+        ({"format_version": True}, r"format_version True is not one this code reads"),
+        ({"format_version": "1"}, r"format_version '1' is not one this code reads"),
+        ({"format_version": 99}, r"format_version 99 is not one this code reads .*newer"),
+        ({"max_new_token": 3}, r"unknown fields \['max_new_token'\]"),
+        (
+            {"reward": "os:system"},
+            r"field 'reward': 'os:system' is not a registered reward .*never code to import",
+        ),
+        ({"reward": {"exact_match": True}}, r"weight of 'exact_match' must be a finite number, got True"),
+        ({"reward": ["exact_match", 3]}, r"field 'reward' names rewards by string, got 3"),
+        ({"success": "exact_match:x"}, r"reward 'exact_match' takes no ':' argument"),
+        ({"name": ""}, r"must be an object with a 'name' string"),
+    ],
+)
+def test_task_json_values_are_checked_where_they_are_read(tmp_path: Path, edits: dict, match: str) -> None:
+    d = _saved(tmp_path, **edits)
+    with pytest.raises(ValueError, match=match) as e:
+        Task.load(d)
+    assert "task.json" in str(e.value)
+
+
+def test_a_module_spec_in_task_json_is_never_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "evil_reward_module.py").write_text("raise SystemExit('imported!')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    d = _saved(tmp_path, reward="evil_reward_module:score")
+    with pytest.raises(ValueError, match="not a registered reward"):
+        Task.load(d)
+
+
+def test_a_task_saved_with_a_python_reward_loads_without_one_and_asks_for_it(tmp_path: Path) -> None:
+    task = Task.from_examples(
+        [{"prompt": f"{i}+1=", "reference": str(i + 1)} for i in range(10)], reward=_shortness
+    )
+    task.save(tmp_path / "t")
+    settings = json.loads((tmp_path / "t" / "task.json").read_text())
+    assert settings["reward"] is None and settings["reward_not_saved"] == "_shortness"
+    loaded = Task.load(tmp_path / "t")
+    assert loaded.reward is None  # not silently exact_match
+    with pytest.raises(ValueError, match=r"task 'custom' has no default reward.*pass reward="):
+        gym.make("TextEnv/Custom-v0", task=loaded)
+    env = gym.make("TextEnv/Custom-v0", task=loaded, reward=_shortness)
+    env.reset(seed=0)
+    assert env.step(env.unwrapped.tokenizer.eos_id)[1] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"seed": -1}, r"seed must be an int ≥ 0, got -1"),
+        ({"seed": 1.5}, r"seed must be an int ≥ 0, got 1\.5"),
+        ({"fractions": (0.8, float("nan"), 0.1)}, r"fractions must be three non-negative finite numbers"),
+        ({"fractions": (0.8, 0.1)}, r"fractions must be three"),
+        ({"max_new_tokens": True}, r"max_new_tokens must be a positive int, got True"),
+        ({"stop": "\n"}, r"stop must be a list of strings, got '\\n'"),
+        ({"success_threshold": "1"}, r"success_threshold must be a finite number, got '1'"),
+    ],
+)
+def test_task_arguments_are_refused_rather_than_coerced(task_file: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Task.from_file(task_file, **kwargs)
 
 
 # ---- bad input ---------------------------------------------------------------------------------------------

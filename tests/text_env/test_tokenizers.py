@@ -124,6 +124,13 @@ def test_hf_adapter_round_trip_and_save_load(tmp_path: Path, bpe: BPETokenizer) 
         ('{"type": "wordpiece"}', "unknown tokenizer type 'wordpiece'"),
         ('{"type": "bpe", "tokenizer": {"model": 1}}', "cannot load tokenizer"),
         ('{"type": "char", "alphabet": "aba"}', "duplicate characters"),
+        # issue 13, B: refused rather than coerced (bool("false") is True; list(123) is not an alphabet)
+        ('{"type": "char", "alphabet": "abc", "strict": "false"}', r"field 'strict' must be true or false"),
+        ('{"type": "char", "alphabet": "abc", "strict": 0}', r"field 'strict' must be true or false"),
+        ('{"type": "char", "alphabet": ["a", "b"]}', r"field 'alphabet' must be a string"),
+        ('{"type": "bpe", "tokenizer": "x"}', r"field 'tokenizer' must be the BPE tokenizer's JSON object"),
+        ('{"type": "hf", "directory": "/etc"}', r"hf tokenizer directory '/etc' .* must be a path inside"),
+        ('{"type": "hf", "directory": "../x"}', r"hf tokenizer directory '../x' .* must be a path inside"),
     ],
 )
 def test_corrupt_tokenizer_file_is_a_value_error_naming_the_file(
@@ -139,3 +146,35 @@ def test_corrupt_tokenizer_file_is_a_value_error_naming_the_file(
 def test_missing_tokenizer_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         load_tokenizer(tmp_path / "nope.json")
+
+
+# ---- the compact split encoding (issue 13, B) ------------------------------------------------------------
+@pytest.mark.parametrize("strict", [False, True])
+def test_char_encode_flat_equals_encode_of_every_text(strict: bool) -> None:
+    texts = ["héllo wörld ✓", "", "a", "\U0001f600 emoji", "tab\there", "x" * 5000, "ü\u2028line"]
+    tok = CharTokenizer.from_texts(texts, strict=strict)
+    ids, lengths = tok.encode_flat(texts * 3)
+    assert ids.dtype == np.int32 and lengths.dtype == np.int64
+    assert ids.tolist() == [i for t in texts * 3 for i in tok.encode(t)]
+    assert lengths.tolist() == [len(tok.encode(t)) for t in texts * 3]
+    unknown = ["zz", "héllo ∞"]
+    if strict:
+        with pytest.raises(ValueError, match=r"characters \['z'\] are not in the tokenizer's alphabet"):
+            tok.encode_flat(unknown)
+    else:
+        assert tok.encode_flat(unknown)[0].tolist() == [i for t in unknown for i in tok.encode(t)]
+
+
+def test_encode_flat_of_any_tokenizer_equals_its_encode(bpe: BPETokenizer) -> None:
+    from text_env.tokenizers import encode_flat
+
+    class PlainTokenizer:  # only the protocol: no encode_batch, no encode_flat
+        vocab_size, pad_id, bos_id, eos_id = 300, 0, 1, 2
+
+        def encode(self, text: str) -> list[int]:
+            return [3 + ord(c) % 200 for c in text]
+
+    for tok in (bpe, PlainTokenizer()):
+        ids, lengths = encode_flat(tok, TEXTS * 2000)  # several chunks
+        assert ids.tolist() == [i for t in TEXTS * 2000 for i in tok.encode(t)]
+        assert lengths.tolist() == [len(tok.encode(t)) for t in TEXTS * 2000]

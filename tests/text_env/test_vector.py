@@ -279,6 +279,41 @@ def test_same_seed_same_rollout() -> None:
     assert any((x != y).any() for x, y in zip(a, rollout(4), strict=True))
 
 
+def test_pinned_new_prompts_in_the_vector_env_never_overwrite_a_running_episode() -> None:
+    # issue 13, item 17: ad-hoc rows are bounded and reused, but never while a slot's episode refers to one
+    env = vec_env(2, autoreset_mode=AutoresetMode.DISABLED, max_new_tokens=12)
+    st = env._state
+    tok = env.tokenizer
+
+    def adhoc(i: int) -> tuple[str, str]:
+        word = "".join("abcd"[int(d)] for d in np.base_repr(i, 4).zfill(9))
+        return f"reverse {word}=", word[::-1]
+
+    keep, keep_answer = adhoc(0)
+    env.reset(seed=0, options={"prompt": [keep, adhoc(1)[0]], "reference": [keep_answer, adhoc(1)[1]]})
+    env.step(np.array(tok.encode(keep_answer[0]) * 2))  # slot 0 is mid-episode on its ad-hoc row
+    for i in range(2, 1000):  # slot 1 restarts on a new text every time
+        prompt, answer = adhoc(i)
+        obs, info = env.reset(
+            options={
+                "prompt": [keep, prompt],
+                "reference": [keep_answer, answer],
+                "reset_mask": np.array([0, 1], bool),
+            }
+        )
+        assert tok.decode(obs[1]) == prompt and info["prompt"][1] == prompt
+    assert st.num_prompts <= len(env.task.examples("train")) + 64  # 1,000 texts, at most 64 extra rows
+    for ch in keep_answer[1:]:
+        env.step(np.array([tok.encode(ch)[0], tok.eos_id]))
+    _, reward, terminated, _, info = env.step(np.array([tok.eos_id, tok.eos_id]))
+    assert (
+        terminated[0]
+        and reward[0] == 1.0
+        and info["prompt"][0] == keep
+        and info["reference"][0] == keep_answer
+    )
+
+
 # ---- registration, helpers ---------------------------------------------------------------------------------
 def test_make_vec_passes_the_autoreset_mode_and_budget() -> None:
     envs = gym.make_vec(

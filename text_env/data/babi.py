@@ -28,7 +28,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from text_env.data.sources import read_jsonl_records, split_of
+from text_env.data.sources import draw_splits, read_jsonl_records
+from text_env.validate import is_int
 
 SPLIT_SALT = "babi-v1"
 PEOPLE = ("Mary", "John", "Sandra", "Daniel", "Emma", "Peter")
@@ -147,11 +148,7 @@ def generate_story(
     Raises:
         ValueError: Bad sentence bounds or an unknown question kind.
     """
-    if not (
-        isinstance(min_sentences, int)
-        and isinstance(max_sentences, int)
-        and 1 <= min_sentences <= max_sentences
-    ):
+    if not (is_int(min_sentences) and is_int(max_sentences) and 1 <= min_sentences <= max_sentences):
         raise ValueError(f"need 1 <= min_sentences <= max_sentences, got {min_sentences}, {max_sentences}")
     bad = [k for k in kinds if k not in QUESTION_KINDS]
     if bad or not kinds:
@@ -190,25 +187,14 @@ def babi_stories(
     Raises:
         ValueError: A size is not a positive int (or see :func:`generate_story`).
     """
-    if len(sizes) != 3 or any(not isinstance(s, int) or s < 1 for s in sizes):
-        raise ValueError(f"sizes must be three positive ints (train, validation, test), got {sizes!r}")
-    want = dict(zip(("train", "validation", "test"), sizes, strict=True))
-    out: dict[str, list[Story]] = {s: [] for s in want}
-    seen: set[str] = set()
-    rng = np.random.default_rng(seed)
-    draws, limit = 0, 100 * sum(sizes) + 10_000
-    while any(len(out[s]) < n for s, n in want.items()):
-        story = generate_story(rng, min_sentences, max_sentences, kinds)
-        draws += 1
-        if draws > limit:
-            raise RuntimeError(f"could not draw {sizes} distinct stories in {limit} draws; shrink sizes")
-        if story.context in seen:
-            continue
-        seen.add(story.context)
-        split = split_of(story.context, salt=SPLIT_SALT)
-        if len(out[split]) < want[split]:
-            out[split].append(story)
-    return {s: tuple(v) for s, v in out.items()}
+    return draw_splits(
+        lambda rng: generate_story(rng, min_sentences, max_sentences, kinds),
+        lambda story: story.context,
+        sizes,
+        seed,
+        SPLIT_SALT,
+        what="stories",
+    )
 
 
 def read_qa_rows(path: str | os.PathLike) -> list[tuple[Story, str | None]]:

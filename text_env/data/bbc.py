@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from text_env.data.sources import package_file, split_of
+from text_env.validate import positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,7 @@ class BBCArticle:
 
     def opening(self, n_words: int) -> str:
         """The first ``n_words`` words of the body, on one line (whitespace collapsed to single spaces)."""
-        if not isinstance(n_words, int) or n_words < 1:
-            raise ValueError(f"n_words must be a positive int, got {n_words!r}")
+        n_words = positive_int(n_words, "n_words")
         return " ".join(self.body.split()[:n_words])
 
     @property

@@ -21,7 +21,15 @@ import hashlib
 import importlib.util
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from text_env.validate import fractions3, nonnegative_int, sizes3
+
+T = TypeVar("T")
 
 SPLIT_NAMES = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -103,8 +111,7 @@ def split_of(key: str, salt: str = "", fractions: tuple[float, float, float] = D
     Raises:
         ValueError: ``fractions`` is not three non-negative numbers with a positive sum.
     """
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
-        raise ValueError(f"fractions must be three non-negative numbers with a positive sum, got {fractions}")
+    fractions = fractions3(fractions)
     digest = hashlib.sha256(f"{salt}\x00{key}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2.0**64
     total = float(sum(fractions))
@@ -113,6 +120,56 @@ def split_of(key: str, salt: str = "", fractions: tuple[float, float, float] = D
     if u < (fractions[0] + fractions[1]) / total:
         return "validation"
     return "test"
+
+
+def draw_splits(
+    generate: Callable[[np.random.Generator], T],
+    key: Callable[[T], str],
+    sizes: tuple[int, int, int],
+    seed: int,
+    salt: str,
+    what: str = "items",
+) -> dict[str, tuple[T, ...]]:
+    """Draw distinct generated items until each split holds its size; an item's split is
+    :func:`split_of` its ``key`` (so membership is a pure function of the item, and a bigger ``sizes``
+    adds items, never moves one). Items whose key was seen before are skipped.
+
+    Args:
+        generate: One random item from the generator (``seed`` seeds it).
+        key: The text that identifies an item (a story's context, a sentence's English side).
+        sizes: Items per split (train, validation, test).
+        seed: The generator's seed.
+        salt: :func:`split_of`'s salt.
+        what: What the items are, for the error message.
+
+    Raises:
+        ValueError: ``sizes`` is not three positive ints, or ``seed`` not an int ≥ 0.
+        RuntimeError: ``100 × sum(sizes) + 10,000`` draws did not fill every split.
+
+    Example:
+        >>> draw_splits(lambda rng: str(rng.integers(10**6)), str, (8, 1, 1), 0, "demo")["validation"]
+        ... # doctest: +SKIP
+    """
+    sizes = sizes3(sizes)
+    seed = nonnegative_int(seed, "seed")
+    want = dict(zip(SPLIT_NAMES, sizes, strict=True))
+    out: dict[str, list[T]] = {s: [] for s in want}
+    seen: set[str] = set()
+    rng = np.random.default_rng(seed)
+    draws, limit = 0, 100 * sum(sizes) + 10_000
+    while any(len(out[s]) < n for s, n in want.items()):
+        item = generate(rng)
+        draws += 1
+        if draws > limit:
+            raise RuntimeError(f"could not draw {sizes} distinct {what} in {limit} draws; shrink sizes")
+        k = key(item)
+        if k in seen:
+            continue
+        seen.add(k)
+        split = split_of(k, salt=salt)
+        if len(out[split]) < want[split]:
+            out[split].append(item)
+    return {s: tuple(v) for s, v in out.items()}
 
 
 def content_hash(texts: list[str] | tuple[str, ...], *extra: object) -> str:
@@ -155,13 +212,9 @@ def read_jsonl_records(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} file {str(path)!r} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{what} file {str(path)!r} is not UTF-8 text: {e}") from e
     expected = " or ".join("{" + ", ".join(repr(f) for f in fs) + "}" for fs in field_sets)
     out: list[tuple[int, dict[str, str]]] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in _jsonl_lines(path, what):
         if not line.strip():
             continue
         where = f"{str(path)!r}, line {lineno}"
@@ -196,12 +249,26 @@ def read_jsonl_records(
     return out
 
 
+def _jsonl_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each line of a UTF-8 file, streamed. Lines end at ``\\n`` only (binary
+    reading), so a raw U+2028 or U+0085 inside a JSON string, which ``str.splitlines`` would cut at, stays
+    in it."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                where = f"{what} file {str(path)!r}, line {lineno},"
+                raise ValueError(f"{where} is not UTF-8 text: {e}") from None
+
+
 __all__ = [
     "DEFAULT_FRACTIONS",
     "SPLIT_NAMES",
     "MissingDataError",
     "cache_dir",
     "content_hash",
+    "draw_splits",
     "package_dir",
     "package_file",
     "read_jsonl_records",

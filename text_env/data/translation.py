@@ -3,7 +3,9 @@ for a user's own pairs.
 
 No parallel corpus ships in an installed package, so the pairs are generated: one random derivation
 produces the English sentence and its Spanish translation together, which makes every reference correct
-by construction. The grammar is small but the agreement is real Spanish grammar:
+by construction. The word lists (nouns, adjectives, verbs and what they select, irregular present tenses,
+pronouns, places, times) are data in ``translation_lexicon.json`` beside this module; the grammar that
+combines them is the code below. The grammar is small but the agreement is real Spanish grammar:
 
 - **Gender and number agreement.** Articles, demonstratives and ``nuestro`` agree with the noun
   (``el/la/los/las``, ``un/una``, ``este/esta/estos/estas``, ``ese/esa/esos/esas``,
@@ -44,16 +46,20 @@ Example:
 
 from __future__ import annotations
 
+import importlib.resources
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
-from text_env.data.sources import read_jsonl_records, split_of
+from text_env.data.sources import draw_splits, read_jsonl_records
 
 SPLIT_SALT = "translate-en-es-v1"
+LEXICON_FILE = "translation_lexicon.json"  # nouns, adjectives, verbs, pronouns, places, times
 
 # person index into the six present-tense forms: yo, tú, él/ella, nosotros, vosotros, ellos/ellas
 FIRST_SG, SECOND_SG, THIRD_SG, FIRST_PL, SECOND_PL, THIRD_PL = range(6)
@@ -87,12 +93,10 @@ class Noun:
     stressed_a: bool = False
 
 
-def _nouns(
-    group: str, tags: str, rows: str, mass: bool = False, stressed_a: Sequence[str] = ()
-) -> list[Noun]:
-    """Parse ``en en_plural es es_plural gender [extra,tags]`` rows (one per line)."""
+def _nouns(group: str, tags: list[str], rows: list[str], mass: bool, stressed_a: list[str]) -> list[Noun]:
+    """Parse ``en en_plural es es_plural gender [extra,tags]`` rows (one a string)."""
     out = []
-    for line in rows.strip().splitlines():
+    for line in rows:
         parts = line.split()
         extra = parts[5].split(",") if len(parts) > 5 else []
         out.append(
@@ -102,7 +106,7 @@ def _nouns(
                 es=parts[2],
                 es_plural=parts[3],
                 gender=parts[4],
-                tags=frozenset(tags.split(",") + extra),
+                tags=frozenset(tags + extra),
                 adjectives=group,
                 mass=mass,
                 stressed_a=parts[2] in stressed_a,
@@ -111,117 +115,21 @@ def _nouns(
     return out
 
 
+def _load_lexicon() -> dict[str, Any]:
+    """The lexicon, a data file shipped next to this module (package data; read, never executed)."""
+    text = importlib.resources.files("text_env.data").joinpath(LEXICON_FILE).read_text(encoding="utf-8")
+    lexicon = json.loads(text)
+    if lexicon.get("format") != "text_env.translation_lexicon" or lexicon.get("format_version") != 1:
+        raise RuntimeError(f"{LEXICON_FILE} in text_env.data is not a version-1 lexicon; reinstall text-env")
+    return lexicon
+
+
+_LEXICON = _load_lexicon()
+
 NOUNS: tuple[Noun, ...] = tuple(
-    _nouns(
-        "person",
-        "person",
-        """
-        man men hombre hombres m
-        woman women mujer mujeres f
-        boy boys niño niños m
-        girl girls niña niñas f
-        brother brothers hermano hermanos m kin
-        sister sisters hermana hermanas f kin
-        grandfather grandfathers abuelo abuelos m kin
-        grandmother grandmothers abuela abuelas f kin
-        king kings rey reyes m
-        queen queens reina reinas f
-        """,
-    )
-    + _nouns(
-        "animal",
-        "animal",
-        """
-        cat cats gato gatos m walker
-        dog dogs perro perros m walker,swimmer
-        bird birds pájaro pájaros m singer
-        horse horses caballo caballos m walker
-        cow cows vaca vacas f walker
-        mouse mice ratón ratones m walker
-        duck ducks pato patos m walker,swimmer
-        frog frogs rana ranas f swimmer
-        rabbit rabbits conejo conejos m walker
-        """,
-    )
-    + _nouns(
-        "object",
-        "thing",
-        """
-        book books libro libros m readable,writable,openable,closable,portable,buyable
-        door doors puerta puertas f openable,closable,paintable,washable
-        window windows ventana ventanas f openable,closable,washable,breakable
-        box boxes caja cajas f openable,closable,portable,paintable,buyable
-        table tables mesa mesas f paintable,washable,buyable
-        chair chairs silla sillas f paintable,breakable,portable,buyable
-        cup cups taza tazas f washable,breakable,portable,buyable
-        plate plates plato platos m washable,breakable,portable,buyable
-        key keys llave llaves f portable,buyable
-        ball balls pelota pelotas f portable,buyable
-        hat hats sombrero sombreros m portable,washable,buyable
-        shoe shoes zapato zapatos m portable,washable,buyable
-        pencil pencils lápiz lápices m portable,buyable
-        umbrella umbrellas paraguas paraguas m portable,openable,closable,buyable
-        flower flowers flor flores f portable,buyable
-        clock clocks reloj relojes m breakable,portable,buyable
-        bottle bottles botella botellas f openable,washable,breakable,portable,buyable
-        house houses casa casas f paintable,buyable,sellable
-        """,
-    )
-    + _nouns(
-        "text",
-        "thing",
-        """
-        letter letters carta cartas f readable,writable,openable,portable
-        newspaper newspapers periódico periódicos m readable,portable,buyable
-        magazine magazines revista revistas f readable,portable,buyable
-        map maps mapa mapas m readable,portable,buyable
-        poem poems poema poemas m readable,writable
-        """,
-    )
-    + _nouns(
-        "fruit",
-        "food,portable,buyable",
-        """
-        apple apples manzana manzanas f
-        orange oranges naranja naranjas f
-        lemon lemons limón limones m
-        strawberry strawberries fresa fresas f
-        tomato tomatoes tomate tomates m
-        carrot carrots zanahoria zanahorias f
-        """,
-    )
-    + _nouns(
-        "baked",
-        "food,portable,buyable",
-        """
-        cake cakes pastel pasteles m
-        cookie cookies galleta galletas f
-        egg eggs huevo huevos m
-        """,
-    )
-    + _nouns(
-        "mass_food",
-        "food,buyable",
-        """
-        bread - pan - m
-        cheese - queso - m
-        soup - sopa - f
-        rice - arroz - m
-        """,
-        mass=True,
-    )
-    + _nouns(
-        "drink",
-        "drink,buyable",
-        """
-        milk - leche - f
-        coffee - café - m
-        tea - té - m
-        water - agua - f
-        """,
-        mass=True,
-        stressed_a=("agua",),
-    )
+    n
+    for g in _LEXICON["nouns"]
+    for n in _nouns(g["group"], g["tags"], g["rows"], g.get("mass", False), g.get("stressed_a", []))
 )
 
 
@@ -236,9 +144,9 @@ class Adjective:
         return self.es_forms[(2 if plural else 0) + (1 if gender == "f" else 0)]
 
 
-def _adjectives(rows: str) -> dict[str, Adjective]:
+def _adjectives(rows: list[str]) -> dict[str, Adjective]:
     out = {}
-    for line in rows.strip().splitlines():
+    for line in rows:
         en, *forms = line.split()
         if len(forms) == 2:  # gender-invariant: singular, plural
             forms = [forms[0], forms[0], forms[1], forms[1]]
@@ -246,47 +154,10 @@ def _adjectives(rows: str) -> dict[str, Adjective]:
     return out
 
 
-ADJECTIVES: dict[str, Adjective] = _adjectives(
-    """
-    red rojo roja rojos rojas
-    black negro negra negros negras
-    white blanco blanca blancos blancas
-    yellow amarillo amarilla amarillos amarillas
-    green verde verdes
-    blue azul azules
-    big grande grandes
-    small pequeño pequeña pequeños pequeñas
-    new nuevo nueva nuevos nuevas
-    old viejo vieja viejos viejas
-    clean limpio limpia limpios limpias
-    dirty sucio sucia sucios sucias
-    beautiful hermoso hermosa hermosos hermosas
-    long largo larga largos largas
-    short corto corta cortos cortas
-    tall alto alta altos altas
-    young joven jóvenes
-    happy feliz felices
-    tired cansado cansada cansados cansadas
-    hungry hambriento hambrienta hambrientos hambrientas
-    fresh fresco fresca frescos frescas
-    sweet dulce dulces
-    hot caliente calientes
-    cold frío fría fríos frías
-    """
-)
+ADJECTIVES: dict[str, Adjective] = _adjectives(_LEXICON["adjectives"])
 
 ADJECTIVE_GROUPS: dict[str, tuple[str, ...]] = {
-    group: tuple(words.split())
-    for group, words in {
-        "person": "tall young old happy tired hungry",
-        "animal": "big small black white young old happy tired hungry",
-        "object": "red black white yellow green blue big small new old clean dirty",
-        "text": "new old long short",
-        "fruit": "big small fresh red green yellow",
-        "baked": "big small fresh sweet",
-        "mass_food": "fresh hot cold",
-        "drink": "hot cold",
-    }.items()
+    group: tuple(words) for group, words in _LEXICON["adjective_groups"].items()
 }
 
 
@@ -339,15 +210,8 @@ def conjugate_regular(infinitive: str) -> tuple[str, str, str, str, str, str]:
 
 # irregular or stem-changing present tenses (Real Academia Española conjugation tables)
 IRREGULAR_PRESENT: dict[str, tuple[str, str, str, str, str, str]] = {
-    "leer": ("leo", "lees", "lee", "leemos", "leéis", "leen"),
-    "cerrar": ("cierro", "cierras", "cierra", "cerramos", "cerráis", "cierran"),
-    "querer": ("quiero", "quieres", "quiere", "queremos", "queréis", "quieren"),
-    "tener": ("tengo", "tienes", "tiene", "tenemos", "tenéis", "tienen"),
-    "encontrar": ("encuentro", "encuentras", "encuentra", "encontramos", "encontráis", "encuentran"),
-    "ver": ("veo", "ves", "ve", "vemos", "veis", "ven"),
-    "dormir": ("duermo", "duermes", "duerme", "dormimos", "dormís", "duermen"),
-    "jugar": ("juego", "juegas", "juega", "jugamos", "jugáis", "juegan"),
-    "reír": ("río", "ríes", "ríe", "reímos", "reís", "ríen"),
+    verb: tuple(forms)  # type: ignore[misc]
+    for verb, forms in _LEXICON["irregular_present"].items()
 }
 
 
@@ -360,8 +224,8 @@ def _verb(
     en: str,
     en_3sg: str,
     infinitive: str,
-    subjects: str,
-    objects: str = "",
+    subjects: list[str],
+    objects: list[str] | None = None,
     intransitive: bool = False,
     bare_objects: bool = False,
 ) -> Verb:
@@ -369,75 +233,33 @@ def _verb(
         en,
         en_3sg,
         conjugate(infinitive),
-        frozenset(subjects.split(",")),
-        frozenset(objects.split(",")) if objects else frozenset(),
+        frozenset(subjects),
+        frozenset(objects) if objects else frozenset(),
         intransitive or not objects,
         bare_objects,
     )
 
 
-VERBS: tuple[Verb, ...] = (
-    _verb("eat", "eats", "comer", "person,animal", "food", intransitive=True, bare_objects=True),
-    _verb("drink", "drinks", "beber", "person,animal", "drink", intransitive=True, bare_objects=True),
-    _verb("read", "reads", "leer", "person", "readable", intransitive=True, bare_objects=True),
-    _verb("write", "writes", "escribir", "person", "writable", intransitive=True, bare_objects=True),
-    _verb("buy", "buys", "comprar", "person", "buyable", bare_objects=True),
-    _verb("sell", "sells", "vender", "person", "buyable,sellable", bare_objects=True),
-    _verb("open", "opens", "abrir", "person", "openable"),
-    _verb("close", "closes", "cerrar", "person", "closable"),
-    _verb("want", "wants", "querer", "person", "buyable", bare_objects=True),
-    _verb("have", "has", "tener", "person", "portable,animal,sellable", bare_objects=True),
-    _verb("find", "finds", "encontrar", "person", "portable,person"),
-    _verb("see", "sees", "ver", "person,animal", "thing,food,person"),
-    _verb("look for", "looks for", "buscar", "person,animal", "portable,person"),
-    _verb("look at", "looks at", "mirar", "person,animal", "thing,food,person"),
-    _verb("carry", "carries", "llevar", "person", "portable", bare_objects=True),
-    _verb("wash", "washes", "lavar", "person", "washable"),
-    _verb("paint", "paints", "pintar", "person", "paintable"),
-    _verb("break", "breaks", "romper", "person", "breakable"),
-    _verb("help", "helps", "ayudar", "person", "person"),
-    _verb("call", "calls", "llamar", "person", "person"),
-    _verb("visit", "visits", "visitar", "person", "person"),
-    _verb("sleep", "sleeps", "dormir", "person,animal"),
-    _verb("run", "runs", "correr", "person,walker"),
-    _verb("walk", "walks", "caminar", "person,walker"),
-    _verb("swim", "swims", "nadar", "person,swimmer"),
-    _verb("sing", "sings", "cantar", "person,singer"),
-    _verb("dance", "dances", "bailar", "person"),
-    _verb("work", "works", "trabajar", "person"),
-    _verb("play", "plays", "jugar", "person,animal"),
-    _verb("cry", "cries", "llorar", "person"),
-    _verb("laugh", "laughs", "reír", "person"),
-)
+VERBS: tuple[Verb, ...] = tuple(_verb(**v) for v in _LEXICON["verbs"])
+
+_PERSONS = {
+    "1sg": FIRST_SG,
+    "2sg": SECOND_SG,
+    "3sg": THIRD_SG,
+    "1pl": FIRST_PL,
+    "2pl": SECOND_PL,
+    "3pl": THIRD_PL,
+}
 
 # (English, Spanish, person, feminine alternative)
-PRONOUNS: tuple[tuple[str, str, int, str | None], ...] = (
-    ("I", "yo", FIRST_SG, None),
-    ("he", "él", THIRD_SG, None),
-    ("she", "ella", THIRD_SG, None),
-    ("we", "nosotros", FIRST_PL, "nosotras"),
-    ("they", "ellos", THIRD_PL, "ellas"),
+PRONOUNS: tuple[tuple[str, str, int, str | None], ...] = tuple(
+    (p["en"], p["es"], _PERSONS[p["person"]], p["feminine"]) for p in _LEXICON["pronouns"]
 )
 
-PLACES: tuple[tuple[str, str], ...] = (
-    ("in the garden", "en el jardín"),
-    ("in the kitchen", "en la cocina"),
-    ("in the park", "en el parque"),
-    ("in the house", "en la casa"),
-    ("at school", "en la escuela"),
-    ("at home", "en casa"),
-)
+PLACES: tuple[tuple[str, str], ...] = tuple((en, es) for en, es in _LEXICON["places"])
 
 # simple present reads as habitual, so the time expressions are habitual ones
-TIMES: tuple[tuple[str, str], ...] = (
-    ("every day", "todos los días"),
-    ("on Sundays", "los domingos"),
-    ("on Mondays", "los lunes"),
-    ("in the morning", "por la mañana"),
-    ("in the afternoon", "por la tarde"),
-    ("at night", "por la noche"),
-    ("today", "hoy"),
-)
+TIMES: tuple[tuple[str, str], ...] = tuple((en, es) for en, es in _LEXICON["times"])
 
 # determiner: English singular/plural forms (None: not allowed), and whether a mass noun takes it
 DETERMINERS: dict[str, tuple[str | None, str | None, bool]] = {
@@ -729,25 +551,7 @@ def translation_pairs(
     Raises:
         ValueError: A size is not a positive int.
     """
-    if len(sizes) != 3 or any(not isinstance(s, int) or s < 1 for s in sizes):
-        raise ValueError(f"sizes must be three positive ints (train, validation, test), got {sizes!r}")
-    want = dict(zip(("train", "validation", "test"), sizes, strict=True))
-    out: dict[str, list[TranslationPair]] = {s: [] for s in want}
-    seen: set[str] = set()
-    rng = np.random.default_rng(seed)
-    draws, limit = 0, 100 * sum(sizes) + 10_000
-    while any(len(out[s]) < n for s, n in want.items()):
-        pair = generate_pair(rng)
-        draws += 1
-        if draws > limit:
-            raise RuntimeError(f"could not draw {sizes} distinct sentences in {limit} draws; shrink sizes")
-        if pair.source in seen:
-            continue
-        seen.add(pair.source)
-        split = split_of(pair.source, salt=SPLIT_SALT)
-        if len(out[split]) < want[split]:
-            out[split].append(pair)
-    return {s: tuple(v) for s, v in out.items()}
+    return draw_splits(generate_pair, lambda pair: pair.source, sizes, seed, SPLIT_SALT, what="sentences")
 
 
 def read_translation_pairs(path: str | os.PathLike) -> list[tuple[TranslationPair, str | None]]:

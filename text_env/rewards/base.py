@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 RewardKind = Literal["state", "action"]
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # rewards are float32: weights and totals must fit
 
 
 class RewardError(ValueError):
@@ -248,9 +249,19 @@ class Reward:
 def check_reward_output(name: str, out: Any, n: int) -> np.ndarray:
     """Coerce a reward's output to ``float32 (n,)``.
 
-    Wrong length or non-finite values raise ``RewardError`` naming the reward."""
+    Wrong length, ``None`` (as the output or one of its values) or non-finite values raise ``RewardError``
+    naming the reward (a ``None`` is reported as such, not as the NaN numpy would make of it)."""
+    if out is None:
+        raise RewardError(f"reward {name!r} returned None; expected {n} floats (did it forget to return?)")
+    if isinstance(out, (list, tuple)) or (isinstance(out, np.ndarray) and out.dtype == object):
+        flat = np.asarray(out, dtype=object).reshape(-1) if isinstance(out, np.ndarray) else out
+        nones = [i for i, v in enumerate(flat) if v is None]
+        if nones:
+            which = f"completion {nones[0]}" if len(nones) == 1 else f"completions {nones[:5]}"
+            raise RewardError(f"reward {name!r} returned None for {which} (of {n}); expected a float each")
     try:
-        arr = np.asarray(out, dtype=np.float32).reshape(-1)
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, reported as non-finite below
+            arr = np.asarray(out, dtype=np.float32).reshape(-1)
     except (TypeError, ValueError) as e:
         raise RewardError(f"reward {name!r} returned {type(out).__name__}, expected {n} floats: {e}") from e
     if arr.shape[0] != n:
@@ -262,6 +273,31 @@ def check_reward_output(name: str, out: Any, n: int) -> np.ndarray:
             f"reward {name!r} returned a non-finite value ({arr[i]}) at row {i}; expected finite floats"
         )
     return arr
+
+
+def check_reward_total(total: np.ndarray, terms: Sequence[tuple[RewardTerm, np.ndarray | None]]) -> None:
+    """Raise ``RewardError`` if a weighted float32 total is not finite, naming the terms behind it.
+
+    ``terms`` pairs each term that went into ``total`` with its unweighted values (``None`` where they are
+    not at hand); the first bad row's weights and values are in the message.
+    """
+    bad = ~np.isfinite(total)
+    if not bad.any():
+        return
+    i = int(np.flatnonzero(bad)[0])
+    with np.errstate(over="ignore", invalid="ignore"):
+        weighted = {t.name: (np.float32(t.weight) * v[i] if v is not None else None) for t, v in terms}
+    culprits = [t for t, _ in terms if weighted[t.name] is not None and not np.isfinite(weighted[t.name])]
+    described = ", ".join(
+        f"{t.name!r} (weight {t.weight:g}" + ("" if v is None else f", value {float(v[i]):g}") + ")"
+        for t, v in terms
+        if not culprits or t in culprits
+    )
+    what = "its weighted value" if len(culprits) == 1 else "the weighted sum"
+    raise RewardError(
+        f"the reward of row {i} overflows float32 ({total[i]}): {what} of {described} is beyond "
+        f"±{FLOAT32_MAX:.4g}; scale the reward or its weight down"
+    )
 
 
 class FunctionReward(Reward):
@@ -327,8 +363,12 @@ class CompositeReward:
         if len(set(names)) != len(names):
             raise ValueError(f"reward terms must have distinct names, got {names}")
         for t in self.terms:
-            if not math.isfinite(t.weight):
-                raise ValueError(f"reward weight for {t.name!r} must be finite, got {t.weight}")
+            # rewards are summed in float32: a weight beyond its range would turn every reward into inf/NaN
+            if not math.isfinite(t.weight) or abs(t.weight) > FLOAT32_MAX:
+                raise ValueError(
+                    f"reward weight for {t.name!r} must be a finite float32 number "
+                    f"(|w| ≤ {FLOAT32_MAX:.4g}), got {t.weight}"
+                )
 
     def of_kind(self, kind: RewardKind) -> list[RewardTerm]:
         return [t for t in self.terms if t.reward.kind == kind]
@@ -338,12 +378,22 @@ class CompositeReward:
         return [t.name for t in self.terms]
 
     def score(self, batch: RewardBatch, kind: RewardKind) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The weighted float32 total of the terms of ``kind`` and each term's unweighted values.
+
+        Raises:
+            RewardError: A weighted value or the total overflows float32 (each term's own values are
+                finite, but e.g. a weight of 10 on a reward of 1e38 is not); the message names the terms,
+                their weights and values.
+        """
         total = np.zeros(len(batch), dtype=np.float32)
         parts: dict[str, np.ndarray] = {}
-        for t in self.of_kind(kind):
+        terms = self.of_kind(kind)
+        for t in terms:
             v = t.reward(batch)
             parts[t.name] = v
-            total += np.float32(t.weight) * v
+            with np.errstate(over="ignore", invalid="ignore"):
+                total += np.float32(t.weight) * v
+        check_reward_total(total, [(t, parts[t.name]) for t in terms])
         return total, parts
 
     def __repr__(self) -> str:

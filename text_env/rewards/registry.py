@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from text_env.rewards.base import CompositeReward, FunctionReward, Reward, RewardKind, RewardTerm
+from text_env.validate import is_real
 
 
 @dataclass(frozen=True)
@@ -115,10 +116,10 @@ def make_composite(spec: Any) -> CompositeReward:
         raise ValueError("an empty reward spec; expected at least one reward")
     terms = []
     for s, w in items:
-        try:
-            weight = float(w)
-        except (TypeError, ValueError):
-            raise ValueError(f"reward weight for {s!r} must be a number, got {w!r}") from None
+        # a number, not something float() can turn into one: True would weigh 1, "2" would weigh 2
+        if not is_real(w):
+            raise ValueError(f"reward weight for {s!r} must be a number, got {type(w).__name__}: {w!r}")
+        weight = float(w)
         r = make(s)
         terms.append(RewardTerm(r.name, weight, r))
     return CompositeReward(terms)

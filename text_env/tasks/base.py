@@ -13,12 +13,13 @@ Example:
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -27,15 +28,25 @@ from typing import Any
 import numpy as np
 
 from text_env.io import atomic_write_json, read_json
-from text_env.rewards.base import pad_ragged
-from text_env.tokenizers import CharTokenizer, Tokenizer, load_tokenizer
+from text_env.persistence import atomic_directory, has_manifest, verify_manifest
+from text_env.tokenizers import CharTokenizer, Tokenizer, encode_flat, load_tokenizer
+from text_env.validate import (
+    finite_number,
+    fractions3,
+    nonnegative_int,
+    positive_int,
+    string,
+    strings,
+)
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
+TASK_KIND = "task"  # the kind recorded in a saved task's manifest
+TASK_FORMAT_VERSION = 1  # 1: task.json has format_version and the directory a manifest; 0: neither
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a task file of a million rows holds a million of these
 class Example:
     """One prompt and what is known about its answer.
 
@@ -79,19 +90,100 @@ class Example:
 
 @dataclass
 class EncodedSplit:
-    """A split as padded numpy arrays, so environments gather prompts for N slots with one fancy index."""
+    """A split's token ids, stored compactly: every prompt's ids concatenated into one int32 array with
+    offsets (no padding to the longest prompt, no Python list per prompt), and the same for the first
+    reference of each example. Environments gather the rows of N slots with :meth:`prompt_rows` /
+    :meth:`reference_rows`; ``prompt_ids`` / ``reference_ids`` build the padded ``(n, P)`` matrices on first
+    use for callers that want them.
 
-    prompt_ids: np.ndarray  # (n, P) right-padded, no BOS
-    prompt_lengths: np.ndarray  # (n,)
-    reference_ids: np.ndarray | None  # (n, R) first reference, right-padded
-    reference_lengths: np.ndarray | None  # (n,)
+    Attributes:
+        prompt_tokens: ``(total,)`` int32, the prompts' ids (no BOS), one after the other.
+        prompt_offsets: ``(n + 1,)`` int64: prompt ``i`` is
+            ``prompt_tokens[prompt_offsets[i] : prompt_offsets[i + 1]]``.
+        reference_tokens / reference_offsets: The same for each example's first reference; ``None`` unless
+            every example has one.
+        prompts / references / labels / metadata: ``(n,)`` object arrays of the texts and fields.
+        pad_id: The id that pads gathered rows.
+    """
+
+    prompt_tokens: np.ndarray
+    prompt_offsets: np.ndarray
+    reference_tokens: np.ndarray | None
+    reference_offsets: np.ndarray | None
     prompts: np.ndarray  # (n,) object: str
     references: np.ndarray  # (n,) object: tuple[str, ...] | None
     labels: np.ndarray  # (n,) object
     metadata: np.ndarray  # (n,) object: dict | None
+    pad_id: int = 0
 
     def __len__(self) -> int:
-        return len(self.prompt_lengths)
+        return len(self.prompt_offsets) - 1
+
+    @cached_property
+    def prompt_lengths(self) -> np.ndarray:
+        """``(n,)`` int64: tokens per prompt."""
+        return np.diff(self.prompt_offsets)
+
+    @cached_property
+    def reference_lengths(self) -> np.ndarray | None:
+        return None if self.reference_offsets is None else np.diff(self.reference_offsets)
+
+    @cached_property
+    def prompt_width(self) -> int:
+        """The longest prompt (at least 1): the width of ``prompt_ids``."""
+        return max(int(self.prompt_lengths.max(initial=0)), 1)
+
+    @cached_property
+    def reference_width(self) -> int:
+        lengths = self.reference_lengths
+        return 1 if lengths is None else max(int(lengths.max(initial=0)), 1)
+
+    def prompt_rows(self, idx: np.ndarray, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, lengths)`` of prompts ``idx``: ``(len(idx), width)`` int64 right-padded with ``pad_id``
+        (``width`` defaults to :attr:`prompt_width`, the shape ``prompt_ids[idx]`` has)."""
+        return _gather_rows(
+            self.prompt_tokens, self.prompt_offsets, idx, width or self.prompt_width, self.pad_id
+        )
+
+    def reference_rows(self, idx: np.ndarray, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`prompt_rows`, for the first references (``ValueError`` if the split has none)."""
+        if self.reference_tokens is None or self.reference_offsets is None:
+            raise ValueError("this split has no references (some example lacks one)")
+        return _gather_rows(
+            self.reference_tokens, self.reference_offsets, idx, width or self.reference_width, self.pad_id
+        )
+
+    @cached_property
+    def prompt_ids(self) -> np.ndarray:
+        """``(n, P)`` int64, every prompt right-padded to the longest (built on first use and kept)."""
+        return self.prompt_rows(np.arange(len(self)))[0]
+
+    @cached_property
+    def reference_ids(self) -> np.ndarray | None:
+        if self.reference_tokens is None:
+            return None
+        return self.reference_rows(np.arange(len(self)))[0]
+
+
+def _gather_rows(
+    tokens: np.ndarray, offsets: np.ndarray, idx: np.ndarray, width: int, pad: int
+) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.asarray(idx, dtype=np.int64)
+    starts = offsets[idx]
+    lengths = np.minimum(offsets[idx + 1] - starts, width)
+    out = np.full((len(idx), width), pad, dtype=np.int64)
+    j = np.arange(width)
+    valid = j[None, :] < lengths[:, None]
+    out[valid] = tokens[(starts[:, None] + j[None, :])[valid]]
+    return out, offsets[idx + 1] - starts
+
+
+def encode_split(tokenizer: Tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(int32 ids, int64 offsets)`` of ``texts``, encoded a chunk at a time (see :func:`encode_flat`)."""
+    ids, lengths = encode_flat(tokenizer, texts)
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return ids, offsets
 
 
 class Task:
@@ -104,7 +196,9 @@ class Task:
             Every split must be non-empty.
         tokenizer: Encodes prompts and completions. ``None`` builds a :class:`CharTokenizer` over every
             character in the task's texts.
-        reward: The default reward spec (see :mod:`text_env.rewards.registry`).
+        reward: The default reward spec (see :mod:`text_env.rewards.registry`). ``None``: the task has no
+            default (e.g. it was saved with a Python function, which a file cannot hold); an env on it must
+            then be given ``reward=``.
         success: A reward spec; an episode whose value is ≥ ``success_threshold`` succeeds
             (``info["is_success"]``). ``None`` reports no success.
         success_threshold: See ``success``.
@@ -132,6 +226,20 @@ class Task:
         description: str = "",
         corpus: Callable[[], Iterable[str]] | None = None,
     ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a task's name must be a non-empty string, got {name!r}")
+        where = f"task {name!r}"
+        # settings first (they may come from a task.json): refused, never coerced
+        self.success_threshold = finite_number(success_threshold, "success_threshold", where)
+        self.max_new_tokens = positive_int(max_new_tokens, "max_new_tokens", where)
+        self.stop = strings(stop, "stop", where)
+        self.allowed_completion_chars = string(
+            allowed_completion_chars, "allowed_completion_chars", where, optional=True
+        )
+        self.metrics = strings(metrics, "metrics", where)
+        self.description = string(description, "description", where)
+        if corpus is not None and not callable(corpus):
+            raise ValueError(f"{where}: corpus must be a callable returning texts, got {corpus!r}")
         missing = [s for s in SPLITS if s not in splits]
         if missing:
             raise ValueError(f"task {name!r} lacks splits {missing}; expected {list(SPLITS)}")
@@ -150,14 +258,6 @@ class Task:
         self.tokenizer = tokenizer
         self.reward = reward
         self.success = success
-        self.success_threshold = float(success_threshold)
-        if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-        self.max_new_tokens = int(max_new_tokens)
-        self.stop = tuple(stop)
-        self.allowed_completion_chars = allowed_completion_chars
-        self.metrics = tuple(metrics)
-        self.description = description
         self.corpus = corpus
 
     # ---- access -------------------------------------------------------------------------------------
@@ -206,19 +306,21 @@ class Task:
         if split not in cache:
             exs = self.examples(split)
             tok = self.tokenizer
-            p_ids, p_len = pad_ragged(tok.encode_batch([e.prompt for e in exs]), pad=tok.pad_id)
-            r_ids = r_len = None
+            prompts = _object_array([e.prompt for e in exs])
+            p_tokens, p_offsets = encode_split(tok, prompts)
+            r_tokens = r_offsets = None
             if all(e.references for e in exs):
-                r_ids, r_len = pad_ragged(tok.encode_batch([e.references[0] for e in exs]), pad=tok.pad_id)
+                r_tokens, r_offsets = encode_split(tok, [e.references[0] for e in exs])
             cache[split] = EncodedSplit(
-                prompt_ids=p_ids,
-                prompt_lengths=p_len,
-                reference_ids=r_ids,
-                reference_lengths=r_len,
-                prompts=_object_array([e.prompt for e in exs]),
+                prompt_tokens=p_tokens,
+                prompt_offsets=p_offsets,
+                reference_tokens=r_tokens,
+                reference_offsets=r_offsets,
+                prompts=prompts,
                 references=_object_array([e.references or None for e in exs]),
                 labels=_object_array([e.label for e in exs]),
                 metadata=_object_array([e.metadata for e in exs]),
+                pad_id=int(tok.pad_id),
             )
         return cache[split]
 
@@ -252,28 +354,41 @@ class Task:
         """A task from any iterable of Examples, dicts (``prompt``, optional ``reference``/``label``/
         ``split``) or bare prompt strings. Rows with a ``split`` field go there; the rest are shuffled with
         ``seed`` and divided by ``fractions``. Without references the default reward must be given."""
-        rows = []
-        for e in examples:
+        rows: list[tuple[Example, str | None]] = []
+        for i, e in enumerate(examples):
+            where = f"task {name!r}, row {i + 1}"
             if isinstance(e, str):
                 e = {"prompt": e}
-            rows.append(e)
+            if isinstance(e, Example):
+                rows.append((e, None))
+            else:
+                split = e.get("split") if isinstance(e, Mapping) else None
+                ex = example_from_dict(e, where=where)
+                rows.append((ex, None if split is None else _row_split(split, where)))
+        return cls._from_rows(rows, name, seed, fractions, **kwargs)
+
+    @classmethod
+    def _from_rows(
+        cls,
+        rows: list[tuple[Example, str | None]],
+        name: str,
+        seed: int,
+        fractions: tuple[float, float, float],
+        **kwargs: Any,
+    ) -> Task:
+        """A task from validated ``(example, split or None)`` rows (see :meth:`from_examples`)."""
         if not rows:
             raise ValueError(f"task {name!r} has no prompts; expected at least one example")
-        fixed: dict[str, list[Any]] = {s: [] for s in SPLITS}
+        fixed: dict[str, list[Example]] = {s: [] for s in SPLITS}
         free = []
-        for i, r in enumerate(rows):
-            split = r.get("split") if isinstance(r, Mapping) else None
+        for ex, split in rows:
             if split is None:
-                free.append(r)
-            elif isinstance(split, str) and split in fixed:
-                fixed[split].append(r)
+                free.append(ex)
             else:
-                raise ValueError(f"task {name!r}, row {i + 1}: split {split!r} is not one of {list(SPLITS)}")
+                fixed[split].append(ex)
         for s, part in zip(SPLITS, split_indices(len(free), seed, fractions), strict=True):
             fixed[s].extend(free[j] for j in part)
-        has_refs = all(
-            (r.references if isinstance(r, Example) else r.get("reference") is not None) for r in rows
-        )
+        has_refs = all(ex.references for ex, _ in rows)
         if not has_refs:
             kwargs.setdefault("success", None)
             if "reward" not in kwargs:
@@ -291,27 +406,45 @@ class Task:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"task file {str(path)!r} does not exist")
-        rows = list(read_examples(path))
+        rows = list(_read_rows(path))
         if not rows:
             raise ValueError(f"task file {str(path)!r} has no rows; expected at least one prompt")
         if isinstance(kwargs.get("tokenizer"), (str, os.PathLike)):
             kwargs["tokenizer"] = load_tokenizer(kwargs["tokenizer"])
-        return cls.from_examples(rows, name=name or path.stem, **kwargs)
+        seed = kwargs.pop("seed", 0)
+        fractions = kwargs.pop("fractions", (0.8, 0.1, 0.1))
+        return cls._from_rows(rows, name or path.stem, seed, fractions, **kwargs)
 
     def save(self, directory: str | os.PathLike) -> None:
-        """Write the task (examples JSONL per split, tokenizer JSON, settings JSON) into ``directory``."""
+        """Write the task into ``directory``: one JSONL file of examples per split, ``tokenizer.json``,
+        ``task.json`` (the settings, with ``format_version``) and ``manifest.json`` (the sha256 and size of
+        every file, which :meth:`load` verifies).
+
+        The directory is written whole or not at all: into a temporary sibling that is renamed into place
+        (:func:`text_env.persistence.atomic_directory`), so an error midway (a text that cannot be encoded,
+        a full disk) leaves no partial directory, and an earlier save under the same name stays as it was.
+        An existing directory that is not a saved task is never replaced.
+
+        Raises:
+            FileExistsError: ``directory`` exists and holds something other than a saved task.
+            ValueError: An example holds text that UTF-8 cannot encode (a lone surrogate); the message names
+                the split and the example.
+
+        Example:
+            >>> task.save("runs/my-task")  # doctest: +SKIP
+            >>> Task.load("runs/my-task")  # doctest: +SKIP
+        """
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        for s in SPLITS:
-            text = "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in self.splits[s])
-            (d / f"{s}.jsonl").write_text(text, encoding="utf-8")
-        self.tokenizer.save(d / "tokenizer.json")
+        if d.exists() and not (d.is_dir() and (not any(d.iterdir()) or (d / "task.json").is_file())):
+            raise FileExistsError(
+                f"{str(d)!r} exists and is not a saved task (no task.json); refusing to replace it"
+            )
+        reward, success = _file_spec(self.reward), _file_spec(self.success)
         settings = {
+            "format_version": TASK_FORMAT_VERSION,
             "name": self.name,
-            "reward": self.reward if isinstance(self.reward, (str, dict, list)) else None,
-            "success": self.success
-            if isinstance(self.success, (str, dict, list)) or self.success is None
-            else None,
+            "reward": reward,
+            "success": success,
             "success_threshold": self.success_threshold,
             "max_new_tokens": self.max_new_tokens,
             "stop": list(self.stop),
@@ -319,33 +452,179 @@ class Task:
             "metrics": list(self.metrics),
             "description": self.description,
         }
-        atomic_write_json(d / "task.json", settings, indent=1)
+        # a Python function cannot go into a file: say what it was, so that load can ask for it again
+        for key, spec, saved in (("reward", self.reward, reward), ("success", self.success, success)):
+            if saved is None and spec is not None:
+                settings[f"{key}_not_saved"] = _spec_name(spec)
+                logger.warning(
+                    "task %r: its %s %s cannot be saved to a file; pass it again after Task.load",
+                    self.name, key, settings[f"{key}_not_saved"],
+                )  # fmt: skip
+        with atomic_directory(d, kind=TASK_KIND, format_version=TASK_FORMAT_VERSION) as tmp:
+            for s in SPLITS:
+                with open(tmp / f"{s}.jsonl", "wb") as f:
+                    for i, e in enumerate(self.splits[s]):
+                        line = json.dumps(e.to_dict(), ensure_ascii=False) + "\n"
+                        try:
+                            f.write(line.encode("utf-8"))
+                        except UnicodeEncodeError as err:
+                            raise ValueError(
+                                f"task {self.name!r}: example {i} of split {s!r} cannot be saved as UTF-8 "
+                                f"({err.reason} at {line[err.start : err.end]!r}; a lone surrogate?): "
+                                f"{line[:80]!r}"
+                            ) from None
+            self.tokenizer.save(tmp / "tokenizer.json")
+            atomic_write_json(tmp / "task.json", settings, indent=1)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> Task:
+        """Load a task written by :meth:`save`.
+
+        The directory's ``manifest.json`` is verified first (every file's size and sha256; a missing, extra
+        or altered file raises). A directory saved before manifests existed (no ``manifest.json``) still
+        loads, unverified.
+
+        Raises:
+            FileNotFoundError: A file is missing.
+            ValueError: The manifest does not match (:class:`~text_env.persistence.IntegrityError`), a file is
+                malformed, or ``format_version`` is newer than this code reads; the message names the file.
+        """
         d = Path(directory)
+        if has_manifest(d):
+            verify_manifest(d, kind=TASK_KIND, max_format_version=TASK_FORMAT_VERSION)
+        else:
+            logger.info("%s has no manifest (saved by an older text-env); loading it unverified", d)
         path = d / "task.json"
-        settings = read_json(path, what="task settings")
-        if not isinstance(settings, dict) or not isinstance(settings.get("name"), str):
-            raise ValueError(f"task settings {str(path)!r} must be an object with a 'name' string")
-        splits = {s: list(read_examples(d / f"{s}.jsonl")) for s in SPLITS}
+        kwargs = _read_settings(path)
+        splits = {s: [ex for ex, _ in _read_rows(d / f"{s}.jsonl")] for s in SPLITS}
         tok = load_tokenizer(d / "tokenizer.json")
-        if settings.get("reward") is None:
-            settings.pop("reward", None)
-        name = settings.pop("name")
+        name = kwargs.pop("name")
         try:
-            return cls(name, splits, tokenizer=tok, **settings)
-        except (TypeError, ValueError) as e:  # an unknown or mistyped setting, an emptied split: edited files
+            return cls(name, splits, tokenizer=tok, **kwargs)
+        except (TypeError, ValueError) as e:  # an emptied split, a stop string of two tokens: edited files
             raise ValueError(f"the task saved in {str(d)!r} is invalid (task.json, *.jsonl): {e}") from e
+
+
+_SETTINGS = (
+    "format_version", "name", "reward", "success", "success_threshold", "max_new_tokens", "stop",
+    "allowed_completion_chars", "metrics", "description", "reward_not_saved", "success_not_saved",
+)  # fmt: skip
+
+
+def _read_settings(path: Path) -> dict[str, Any]:
+    """The ``Task`` arguments in a saved ``task.json``, each checked for type and range (errors name the
+    file and the field); reward specs must be registered names (a file never names code to import)."""
+    settings = read_json(path, what="task settings")
+    where = f"task settings {str(path)!r}"
+    if not isinstance(settings, dict):
+        raise ValueError(f"{where} must be a JSON object, got {type(settings).__name__}")
+    unknown = sorted(set(settings) - set(_SETTINGS))
+    if unknown:
+        raise ValueError(f"{where}: unknown fields {unknown}; expected a subset of {list(_SETTINGS)}")
+    version = settings.get("format_version", 0)  # absent: written before task.json had a version
+    if type(version) is not int or not 0 <= version <= TASK_FORMAT_VERSION:
+        raise ValueError(
+            f"{where}: format_version {version!r} is not one this code reads (0 to {TASK_FORMAT_VERSION}); "
+            "was it saved by a newer text-env?"
+        )
+    if not isinstance(settings.get("name"), str) or not settings["name"]:
+        raise ValueError(f"{where} must be an object with a 'name' string, got {settings.get('name')!r}")
+    kwargs: dict[str, Any] = {"name": settings["name"]}
+    checks = {
+        "success_threshold": lambda v, f: finite_number(v, f, where),
+        "max_new_tokens": lambda v, f: positive_int(v, f, where),
+        "stop": lambda v, f: strings(v, f, where),
+        "allowed_completion_chars": lambda v, f: string(v, f, where, optional=True),
+        "metrics": lambda v, f: strings(v, f, where),
+        "description": lambda v, f: string(v, f, where),
+    }
+    for key, check in checks.items():
+        if key in settings:
+            kwargs[key] = check(settings[key], f"field {key!r}")
+    for key in ("reward", "success"):
+        if key not in settings:
+            continue  # a task.json that never had it: the Task default
+        spec = _check_file_spec(settings[key], where, key)
+        if spec is None and key == "reward":
+            lost = settings.get("reward_not_saved")
+            logger.warning(
+                "%s: the task's reward%s was not saved; an env on it needs reward=...",
+                where, f" ({lost})" if isinstance(lost, str) else "",
+            )  # fmt: skip
+        kwargs[key] = spec
+    return kwargs
+
+
+def _file_spec(spec: Any) -> Any:
+    """``spec`` if a JSON file can hold it (a name, ``{name: weight}``, a list of names), else ``None``."""
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, (list, tuple)) and all(isinstance(x, str) for x in spec):
+        return list(spec)
+    if isinstance(spec, Mapping) and all(
+        isinstance(k, str) and isinstance(w, (int, float)) and not isinstance(w, bool)
+        for k, w in spec.items()
+    ):
+        return dict(spec)
+    return None
+
+
+def _spec_name(spec: Any) -> str:
+    if isinstance(spec, Mapping):
+        return "{" + ", ".join(f"{_spec_name(k)}: {w!r}" for k, w in spec.items()) + "}"
+    if isinstance(spec, (list, tuple)):
+        return "[" + ", ".join(_spec_name(x) for x in spec) + "]"
+    return (
+        repr(spec)
+        if isinstance(spec, str)
+        else getattr(spec, "name", None) or getattr(spec, "__name__", type(spec).__name__)
+    )
+
+
+def _check_file_spec(spec: Any, where: str, field: str) -> Any:
+    """A reward spec read from a file: ``None``, a registered reward name (with its ``:argument`` if it
+    takes one), a list of them, or ``{name: finite weight}``. ``"package.module:attr"`` specs are refused:
+    nothing read from a file is imported."""
+    from text_env.rewards.registry import available
+
+    if spec is None:
+        return None
+    registry = {r.name: r for r in available()}
+
+    def check_name(name: Any) -> str:
+        if not isinstance(name, str):
+            raise ValueError(f"{where}: field {field!r} names rewards by string, got {name!r}")
+        base, sep, _ = name.partition(":")
+        info = registry.get(base)
+        if info is None:
+            raise ValueError(
+                f"{where}: field {field!r}: {name!r} is not a registered reward (a saved task names rewards, "
+                f"never code to import); registered: {', '.join(sorted(registry))}"
+            )
+        if sep and not info.takes_argument:
+            raise ValueError(f"{where}: field {field!r}: reward {base!r} takes no ':' argument, got {name!r}")
+        return name
+
+    if isinstance(spec, str):
+        return check_name(spec)
+    if isinstance(spec, list):
+        return [check_name(x) for x in spec]
+    if isinstance(spec, dict):
+        return {
+            check_name(k): finite_number(w, f"field {field!r}, weight of {k!r}", where)
+            for k, w in spec.items()
+        }
+    raise ValueError(
+        f"{where}: field {field!r} must be a reward name, a list of names or {{name: weight}}, got {spec!r}"
+    )
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
 def split_indices(n: int, seed: int, fractions: tuple[float, float, float]) -> list[np.ndarray]:
     """Shuffle ``range(n)`` with ``seed`` and cut it by ``fractions``; each part gets at least one index
     when ``n >= 3``."""
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
-        raise ValueError(f"fractions must be three non-negative numbers, got {fractions}")
-    perm = np.random.default_rng(seed).permutation(n)
+    fractions = fractions3(fractions)
+    perm = np.random.default_rng(nonnegative_int(seed, "seed")).permutation(n)
     fr = np.asarray(fractions, dtype=float) / sum(fractions)
     n_val = round(n * fr[1])
     n_test = round(n * fr[2])
@@ -355,9 +634,10 @@ def split_indices(n: int, seed: int, fractions: tuple[float, float, float]) -> l
     return [perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]]
 
 
-def example_from_dict(row: Mapping[str, Any], where: str = "row") -> Example:
+def example_from_dict(row: Mapping[str, Any], where: str = "row", check_text: bool = True) -> Example:
     """Validate one data row: ``prompt`` required; optional ``reference`` (str or list), ``label``,
-    ``metadata``."""
+    ``metadata``. Strings holding a lone surrogate are refused (``check_text=False`` skips that check, for
+    callers that know the row cannot hold one)."""
     if not isinstance(row, Mapping):
         raise ValueError(
             f"{where}: expected an object with a 'prompt' field, got {type(row).__name__}: {row!r}"
@@ -381,44 +661,133 @@ def example_from_dict(row: Mapping[str, Any], where: str = "row") -> Example:
     meta = row.get("metadata")
     if meta is not None and not isinstance(meta, Mapping):
         raise ValueError(f"{where}: field 'metadata' must be an object, got {type(meta).__name__}")
-    return Example(prompt, refs, row.get("label"), meta)
+    label = row.get("label")
+    # a JSON escape such as "\ud800" without its pair decodes to a lone surrogate, which no UTF-8 file can
+    # hold: refuse it here, with the line, rather than let Task.save fail on it later
+    if check_text:
+        _check_encodable(prompt, where, "prompt")
+        for r in refs:
+            _check_encodable(r, where, "reference")
+        _check_encodable(label, where, "label")
+        _check_encodable(meta, where, "metadata")
+    return Example(prompt, refs, label, meta)
 
 
-def read_examples(path: str | os.PathLike) -> Iterable[Mapping[str, Any]]:
-    """Yield validated rows (as dicts) from a JSONL or CSV file; errors name the file and line."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{str(path)!r} is not UTF-8 text: {e}") from e
-    if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        if reader.fieldnames is None or "prompt" not in reader.fieldnames:
-            raise ValueError(
-                f"{str(path)!r}: CSV header must have a 'prompt' column, got {reader.fieldnames}"
-            )
-        for lineno, row in enumerate(reader, start=2):
-            if None in row:
-                raise ValueError(f"{str(path)!r}, line {lineno}: more fields than the header has")
-            clean = {k: v for k, v in row.items() if v not in (None, "") or k == "prompt"}
-            ex = example_from_dict(clean, where=f"{str(path)!r}, line {lineno}")
-            yield {**ex.to_dict(), **({"split": row["split"]} if row.get("split") else {})}
-        return
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+def _check_encodable(value: Any, where: str, field: str) -> None:
+    """Raise ``ValueError`` if a string in ``value`` (nested in lists and objects too) is not valid UTF-8
+    text, i.e. holds a lone surrogate."""
+    if isinstance(value, str):
+        if value.isascii():
+            return
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
             raise ValueError(
-                f"{str(path)!r}, line {lineno}: not valid JSON ({e.msg}): {line[:80]!r}"
+                f"{where}: field {field!r} holds a lone surrogate {value[e.start : e.end]!r} at character "
+                f"{e.start}; expected valid Unicode text (a \\ud800-\\udfff escape without its pair?)"
             ) from None
-        ex = example_from_dict(row, where=f"{str(path)!r}, line {lineno}")
-        out = ex.to_dict()
-        if isinstance(row, Mapping) and "split" in row:
-            out["split"] = row["split"]
-        yield out
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_encodable(k, where, f"{field} key")
+            _check_encodable(v, where, f"{field}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _check_encodable(v, where, field)
+
+
+def read_examples(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """Yield validated rows (as dicts) from a JSONL or CSV file; errors name the file and line.
+
+    The file is streamed, never read whole. JSONL lines end at ``\\n`` only (``\\r\\n`` too): a raw U+2028,
+    U+0085 or other Unicode line break inside a string (which ``json.dumps(..., ensure_ascii=False)`` writes
+    as is) stays in its string. CSV is parsed by the :mod:`csv` module over the file (``newline=""``), so a
+    quoted field may hold newlines; a row's line number is the line it starts on.
+    """
+    for ex, split in _read_rows(Path(path)):
+        yield {**ex.to_dict(), **({"split": split} if split is not None else {})}
+
+
+def _read_rows(path: Path) -> Iterator[tuple[Example, str | None]]:
+    """``(example, split or None)`` per data row of a task file (see :func:`read_examples`)."""
+    if path.suffix.lower() == ".csv":
+        yield from _read_csv_rows(path)
+    else:
+        yield from _read_jsonl_rows(path)
+
+
+def _not_utf8(path: Path, where: str, e: UnicodeDecodeError) -> ValueError:
+    return ValueError(f"{str(path)!r}{where} is not UTF-8 text: {e}")
+
+
+def _read_jsonl_rows(path: Path) -> Iterator[tuple[Example, str | None]]:
+    with open(path, "rb") as f:  # binary lines end at b"\n" only, whatever Unicode line breaks the text holds
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{str(path)!r}, line {lineno}"
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):  # a byte-order mark is not JSON
+                raw = raw[len(codecs.BOM_UTF8) :]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _not_utf8(path, f", line {lineno},", e) from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not valid JSON ({e.msg}): {line[:80]!r}") from None
+            # strict UTF-8 decoding admits no surrogate: only a \\uD800-\\uDFFF escape can make one
+            escapes = b"\\ud" in raw or b"\\uD" in raw
+            ex = example_from_dict(row, where=where, check_text=escapes)
+            split = row.get("split")
+            yield ex, None if split is None else _row_split(split, where)
+
+
+def _read_csv_rows(path: Path) -> Iterator[tuple[Example, str | None]]:
+    # newline="": quoted fields keep their newlines; utf-8-sig: a byte-order mark (Excel writes one) is not
+    # part of the first column's name
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f)
+        end = 0  # the last physical line of the previous record
+        try:
+            header = next(reader, None)
+            end = reader.line_num
+            if header is None or "prompt" not in header:
+                raise ValueError(f"{str(path)!r}: CSV header must have a 'prompt' column, got {header}")
+            seen: set[str] = set()
+            for name in header:
+                if name in seen:
+                    raise ValueError(
+                        f"{str(path)!r}, line {end}: the header names column {name!r} twice; each column "
+                        f"needs its own name, got {header}"
+                    )
+                seen.add(name)
+            for cells in reader:
+                lineno, end = end + 1, reader.line_num
+                if not cells:  # a blank line
+                    continue
+                if len(cells) > len(header):
+                    raise ValueError(f"{str(path)!r}, line {lineno}: more fields than the header has")
+                if len(cells) < len(header):
+                    missing = header[len(cells) :]
+                    raise ValueError(
+                        f"{str(path)!r}, line {lineno}: {len(cells)} fields where the header has "
+                        f"{len(header)} (missing {missing}); leave a field empty (,,) rather than out"
+                    )
+                row = dict(zip(header, cells))
+                clean = {k: v for k, v in row.items() if v != "" or k == "prompt"}
+                where = f"{str(path)!r}, line {lineno}"
+                ex = example_from_dict(clean, where=where)
+                yield ex, _row_split(row["split"], where) if row.get("split") else None
+        except UnicodeDecodeError as e:
+            raise _not_utf8(path, f", near line {end + 1},", e) from None
+        except csv.Error as e:
+            raise ValueError(f"{str(path)!r}, line {reader.line_num}: malformed CSV: {e}") from None
+
+
+def _row_split(split: Any, where: str) -> str:
+    if not isinstance(split, str) or split not in SPLITS:
+        raise ValueError(f"{where}: split {split!r} is not one of {list(SPLITS)}")
+    return split
 
 
 def _all_texts(splits: Iterable[list[Example]]) -> Iterable[str]:
@@ -463,13 +832,31 @@ def available_tasks() -> list[str]:
     return sorted(_TASKS)
 
 
-def make_task(spec: Task | str | os.PathLike | Iterable[Any], **kwargs: Any) -> Task:
+def make_task(
+    spec: Task | str | os.PathLike | Iterable[Any], *, env_reward: Any = None, **kwargs: Any
+) -> Task:
     """A Task from a Task, a registered name, a ``.jsonl``/``.csv`` path, a saved-task directory, or an
-    iterable of examples."""
+    iterable of examples.
+
+    Args:
+        spec: See above.
+        env_reward: The reward spec an env was given (``gym.make(..., reward=...)``). A task built here from
+            rows (a file or an iterable) takes it as its default reward unless ``kwargs`` has ``reward``, so a
+            file without references (which ``exact_match`` cannot score) loads when the env says how to
+            score it. Ignored for registered names and saved tasks, whose own default the env overrides.
+        **kwargs: Passed to the task factory or to :meth:`Task.from_file` / :meth:`Task.from_examples`.
+
+    Example:
+        >>> make_task("prompts.jsonl", env_reward="length")  # doctest: +SKIP
+    """
     if isinstance(spec, Task):
         if kwargs:
             raise TypeError(f"task options {sorted(kwargs)} given with an already built task {spec!r}")
         return spec
+    if env_reward is not None and "reward" not in kwargs:
+        rows_kwargs = {**kwargs, "reward": env_reward}
+    else:
+        rows_kwargs = kwargs
     if isinstance(spec, (str, os.PathLike)):
         s = str(spec)
         if s in _TASKS:
@@ -477,14 +864,18 @@ def make_task(spec: Task | str | os.PathLike | Iterable[Any], **kwargs: Any) -> 
         p = Path(s)
         if p.suffix.lower() in (".jsonl", ".json", ".csv") or p.exists():
             if p.is_dir():
+                if kwargs:  # a saved task is built already: options would be dropped, not applied
+                    raise TypeError(
+                        f"task options {sorted(kwargs)} given with the saved task {s!r}; it takes none"
+                    )
                 return Task.load(p)
-            return Task.from_file(p, **kwargs)
+            return Task.from_file(p, **rows_kwargs)
         raise ValueError(
             f"unknown task {s!r}; registered tasks: {', '.join(available_tasks())} "
             "(or a path to a .jsonl/.csv file)"
         )
     if isinstance(spec, Iterable):
-        return Task.from_examples(spec, **kwargs)
+        return Task.from_examples(spec, **rows_kwargs)
     raise TypeError(f"cannot make a task from {type(spec).__name__}: {spec!r}")
 
 

@@ -45,6 +45,7 @@ from text_env.data.sources import SPLIT_NAMES
 from text_env.data.translation import TranslationPair, read_translation_pairs, translation_pairs
 from text_env.tasks.base import Example, Task, register_task, split_indices
 from text_env.tokenizers import Tokenizer
+from text_env.validate import positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +84,7 @@ def _tokenizer(tokenizer: Tokenizer | None) -> Tokenizer:
 
 
 def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    return positive_int(value, name)
 
 
 def _split_user_rows(
@@ -276,23 +275,24 @@ def qa_task(
 
 # ---- sentiment ------------------------------------------------------------------------------------------
 def default_sentiment_reward() -> str:
-    """The Sentiment task's reward: the learned review classifier when it is available, else VADER.
+    """The Sentiment task's reward: ``"classifier:<dir>"``, the learned review classifier.
 
-    The learned classifier (the ``classifier:<dir>`` reward) is trained on the Rotten Tomatoes train split
-    and cached on first use by :mod:`text_env.rewards`; until that module offers
-    ``default_review_classifier_dir()`` (which builds the classifier if needed and returns its directory),
-    this falls back to the lexicon reward ``sentiment_vader`` (Hutto & Gilbert, ICWSM 2014).
+    ``<dir>`` is :func:`text_env.rewards.classifier.default_review_classifier_dir`: a classifier trained on
+    the Rotten Tomatoes train split, built on the first call (a few seconds) and cached on disk, so later
+    calls, in any process, only find it. VADER (``sentiment_vader``, a lexicon; Hutto & Gilbert, ICWSM 2014)
+    is the fallback for an install where the ``classifier`` reward is not registered or its module cannot
+    be imported; building the classifier itself is not guarded (an error there, e.g. without torch, is
+    raised, not hidden behind a different reward).
     """
     from text_env.rewards import available
 
     names = {info.name for info in available()}
     if "classifier" in names:
         try:
-            from text_env.rewards.classifier import default_review_classifier_dir  # type: ignore[attr-defined]
+            from text_env.rewards.classifier import default_review_classifier_dir
         except ImportError:
-            logger.info(
-                "no default review classifier yet; the Sentiment task uses %s", FALLBACK_SENTIMENT_REWARD
-            )
+            fallback = FALLBACK_SENTIMENT_REWARD
+            logger.info("the review classifier cannot be imported; the Sentiment task uses %s", fallback)
         else:
             return f"classifier:{default_review_classifier_dir()}"
     return FALLBACK_SENTIMENT_REWARD

@@ -23,6 +23,7 @@ from functools import lru_cache
 import numpy as np
 
 from text_env.tasks.base import Example, Task, register_task
+from text_env.validate import int_in, nonnegative_int, positive_int, sizes3
 
 LETTERS = "abcdefghij"
 
@@ -37,6 +38,8 @@ def _unique_splits(
 
     If the space of prompts is smaller than the total asked for, the sizes shrink in proportion.
     """
+    sizes = sizes3(sizes)
+    seed = nonnegative_int(seed, "seed")
     total = sum(sizes)
     if space is not None and space < total:
         scale = space / total
@@ -68,10 +71,9 @@ def _unique_splits(
 def _string_task(
     name: str, op: Callable[[str], str], length: int, alphabet: str, sizes: tuple[int, int, int], seed: int
 ) -> Task:
-    if not isinstance(length, int) or length < 1:
-        raise ValueError(f"{name}: length must be a positive int, got {length!r}")
-    if len(alphabet) < 2:
-        raise ValueError(f"{name}: alphabet needs at least two characters, got {alphabet!r}")
+    positive_int(length, "length", name)
+    if not isinstance(alphabet, str) or len(set(alphabet)) < 2:
+        raise ValueError(f"{name}: alphabet needs at least two distinct characters, got {alphabet!r}")
 
     def sample(rng: np.random.Generator) -> Example:
         n = int(rng.integers(1, length + 1))
@@ -123,9 +125,8 @@ def arithmetic_task(
 
     ``ops`` is any of ``+-*``; subtraction can give negative answers (``-`` is then an answer character).
     """
-    if not isinstance(digits, int) or not 1 <= digits <= 6:
-        raise ValueError(f"arithmetic: digits must be an int in [1, 6], got {digits!r}")
-    if not ops or any(o not in "+-*" for o in ops):
+    int_in(digits, 1, 6, "digits", "arithmetic")
+    if not isinstance(ops, str) or not ops or any(o not in "+-*" for o in ops):
         raise ValueError(f"arithmetic: ops must be a non-empty string of '+', '-', '*', got {ops!r}")
     hi = 10**digits
 
@@ -201,6 +202,7 @@ def keyword_task(
     grammar (determiner, optional adjective, noun, verb, optional adverb); prompts repeat across examples
     since there are few keywords, but their demonstrations differ.
     """
+    sizes, seed = sizes3(sizes), nonnegative_int(seed, "seed")
     words = _NOUNS
 
     def sample(rng: np.random.Generator) -> Example:

@@ -5,6 +5,7 @@ shared tokenizer's cache."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import re
@@ -74,6 +75,35 @@ def test_split_of_is_a_pure_function_with_the_right_proportions() -> None:
         split_of("x", fractions=(1.0, -0.5, 0.5))
 
 
+def test_draw_splits_fills_each_split_with_distinct_items_by_their_key() -> None:
+    def draw(rng: np.random.Generator) -> tuple[str, int]:
+        return f"item{int(rng.integers(500))}", int(rng.integers(3))
+
+    got = sources.draw_splits(draw, lambda item: item[0], (40, 5, 5), 1, "demo", what="items")
+    assert [len(got[s]) for s in sources.SPLIT_NAMES] == [40, 5, 5]
+    keys = [item[0] for s in sources.SPLIT_NAMES for item in got[s]]
+    assert len(set(keys)) == 50  # distinct, and each in the split its key hashes to
+    assert all(split_of(item[0], salt="demo") == s for s in sources.SPLIT_NAMES for item in got[s])
+    assert sources.draw_splits(draw, lambda item: item[0], (40, 5, 5), 1, "demo") == got
+    with pytest.raises(RuntimeError, match=r"could not draw \(400, 50, 50\) distinct items"):
+        sources.draw_splits(draw, lambda item: item[0], (400, 50, 50), 1, "demo")  # only 500 keys exist
+
+
+def _digest(splits: dict) -> str:
+    h = hashlib.sha256()
+    for s in sources.SPLIT_NAMES:
+        for item in splits[s]:
+            h.update(repr(item).encode())
+    return h.hexdigest()[:16]
+
+
+def test_generated_pairs_and_stories_are_the_ones_they_always_were() -> None:
+    # the lexicon moved to translation_lexicon.json and the drawing loop to sources.draw_splits (issue 14):
+    # both were pure moves; these digests are those of the code before (5c97603)
+    assert _digest(translation.translation_pairs((300, 30, 30), 0)) == "c60e0a769f29e740"
+    assert _digest(babi.babi_stories((300, 30, 30), 0)) == "d3d8d7bd234dce42"
+
+
 def test_cache_dir_follows_the_environment_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TEXT_ENV_CACHE", str(tmp_path / "c"))
     assert sources.cache_dir("tokenizers") == tmp_path / "c" / "tokenizers"
@@ -114,6 +144,15 @@ def test_jsonl_reader_maps_alternative_fields_to_the_first_names(tmp_path: Path)
     assert got == [(1, {"source": "a", "target": "b"}), (2, {"source": "c", "target": "d", "split": "test"})]
     with pytest.raises(FileNotFoundError, match=r"nope\.jsonl"):
         read_jsonl_records(tmp_path / "nope.jsonl", (("source", "target"),))
+
+
+def test_jsonl_reader_splits_lines_at_newline_only(tmp_path: Path) -> None:
+    # issue 13, item 11: a raw U+2028 / U+0085 inside a string is not a line break
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"source": "a\u2028b", "target": "c\u0085d"}, {"source": "e\u2029f", "target": "g"}]
+    path.write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
+    got = read_jsonl_records(path, (("source", "target"),))
+    assert got == [(1, rows[0]), (2, rows[1])]
 
 
 # ---- BBC ------------------------------------------------------------------------------------------------

@@ -354,3 +354,46 @@ def test_misbehaving_user_callable_raises_reward_error_naming_it(fn_out, match):
     with pytest.raises(RewardError, match=rf"'my_reward'.*{match}|{match}") as e:
         comp.score(texts(["a", "b"], ["a", "b"]), "state")
     assert "my_reward" in str(e.value)
+
+
+# ------------------------------------------------------------------------- float32 range (issue 13, item 8)
+def test_a_weight_beyond_float32_is_refused_naming_the_term():
+    # 1e39 is a finite float64 but inf in float32, where rewards are summed: every reward would be NaN/inf
+    with pytest.raises(ValueError, match=r"weight for 'exact_match' must be a finite float32.*1e\+39"):
+        make_composite({"exact_match": 1e39})
+    with pytest.raises(ValueError, match=r"weight for 'exact_match'"):
+        make_composite({"exact_match": -3.5e38})
+    make_composite({"exact_match": 3.4e38})  # the largest float32 weights still build
+
+
+def test_a_weighted_value_that_overflows_float32_names_the_term_weight_and_value():
+    def huge(prompts, completions, references):
+        return [1e38] * len(completions)
+
+    with pytest.raises(RewardError, match=r"row 0 overflows float32.*'huge' \(weight 10, value 1e\+38\)"):
+        make_composite({huge: 10.0, "exact_match": 1.0}).score(texts(["a"], ["a"]), "state")
+
+
+def test_a_sum_of_finite_weighted_values_that_overflows_names_every_term():
+    def big(prompts, completions, references):
+        return [3e38] * len(completions)
+
+    def also_big(prompts, completions, references):
+        return [3e38] * len(completions)
+
+    with pytest.raises(RewardError, match=r"the weighted sum of 'big' \(weight 1.*'also_big' \(weight 1"):
+        make_composite([big, also_big]).score(texts(["a"], ["a"]), "state")
+
+
+def test_action_plus_state_reward_overflowing_in_the_env_is_an_error_naming_both():
+    from text_env import TextGenEnv
+    from text_env.rewards import FunctionReward
+
+    def big_state(prompts, completions, references):
+        return [3e38] * len(completions)
+
+    big_action = FunctionReward(lambda b: np.full(len(b), 3e38), name="big_action", kind="action")
+    env = TextGenEnv("reverse", length=4, reward={big_state: 1.0, big_action: 1.0})
+    env.reset(seed=0)
+    with pytest.raises(RewardError, match=r"'big_state'.*'big_action'|'big_action'.*'big_state'"):
+        env.step(env.tokenizer.eos_id)

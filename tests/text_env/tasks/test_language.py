@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -235,9 +236,30 @@ def test_unhashable_arguments_build_afresh() -> None:
     assert language.sentiment_task() is language.sentiment_task()
 
 
-def test_default_sentiment_reward_falls_back_to_vader() -> None:
-    spec = language.default_sentiment_reward()
-    assert spec == "sentiment_vader" or spec.startswith("classifier:")
+def test_default_sentiment_reward_is_the_review_classifier(monkeypatch: pytest.MonkeyPatch) -> None:
+    from text_env.rewards import classifier
+
+    monkeypatch.setattr(classifier, "default_review_classifier_dir", lambda: "/cache/review-classifier-x")
+    assert language.default_sentiment_reward() == "classifier:/cache/review-classifier-x"
+
+
+def test_default_sentiment_reward_falls_back_to_vader_without_the_classifier_module(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "text_env.rewards.classifier", None)  # any import of it fails
+    assert language.default_sentiment_reward() == "sentiment_vader"
+
+
+def test_default_sentiment_reward_falls_back_to_vader_without_the_classifier_reward(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import text_env.rewards
+    from text_env.rewards import classifier
+
+    monkeypatch.setattr(classifier, "default_review_classifier_dir", lambda: "/never/asked")
+    others = [r for r in text_env.rewards.available() if r.name != "classifier"]
+    monkeypatch.setattr(text_env.rewards, "available", lambda: others)
+    assert language.default_sentiment_reward() == "sentiment_vader"
 
 
 # ---- user data -----------------------------------------------------------------------------------------
