@@ -282,8 +282,8 @@ def _policy_object(policy: object) -> object:
     if isinstance(policy, str):
         if not Path(policy).is_dir():
             raise ValueError(
-                f"--policy {policy!r} is neither 'transformer', 'english-small', 'smollm2' nor a saved-policy "
-                "directory"
+                f"--policy {policy!r} is neither 'transformer', 'english-small', 'smollm2' nor a "
+                "saved-policy directory"
             )
         return load_policy(policy)
     return policy
@@ -368,9 +368,9 @@ def _run_eval(args: argparse.Namespace) -> int:
     if not env:
         raise ValueError("the agent does not record its env; pass --env TextEnv/...")
     report = evaluate_generation(
-        policy, make_rollout_env(env, 1, policy_env_tokenizer(policy), **env_kwargs), n_episodes=args.episodes,
-        split=args.split,
-        deterministic=not args.sample, reference=reference, n_samples=args.samples,
+        policy, make_rollout_env(env, 1, policy_env_tokenizer(policy), **env_kwargs),
+        n_episodes=args.episodes, split=args.split, deterministic=not args.sample, reference=reference,
+        n_samples=args.samples,
     )  # fmt: skip
     print(
         f"{env} — {args.split} split, {report['episodes']} prompts, {'sampled' if args.sample else 'greedy'}"

@@ -83,7 +83,7 @@ def task_of(env: Any, tokenizer: Any = None) -> Task:
         from agents.rollout import task_with_tokenizer
 
         if isinstance(env, str) and env.split(":")[-1].startswith("TextEnv/"):
-            import text_env  # noqa: F401  (registers the ids)
+            import text_env  # (registers the ids)
 
             try:
                 spec = gym.spec(env.split(":")[-1])

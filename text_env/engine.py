@@ -68,6 +68,9 @@ class GenerationState:
         tok = task.tokenizer
         self.tokenizer = tok
         self.pad_id, self.bos_id, self.eos_id = tok.pad_id, tok.bos_id, tok.eos_id
+        # an HF tokenizer encodes the whole context before the completion itself (encode_prompt: BOS only
+        # where the tokenizer adds one, or the chat template): no BOS is forced in front of it
+        self._bos = 0 if hasattr(tok, "encode_prompt") else 1
         self.stop_ids = task.stop_ids
         self.vocab_size = tok.vocab_size
         # a lookup table: is_stop[actions] is one gather per step, where np.isin sorts (≈10x slower at N=64)
@@ -123,12 +126,14 @@ class GenerationState:
         ``[BOS] + prompt``, if that is ≥ 0)."""
         enc, c = self._enc, self.context_len
         starts = enc.prompt_offsets[idx]
-        length = enc.prompt_offsets[idx + 1] - starts + 1  # with BOS
+        b = self._bos
+        length = enc.prompt_offsets[idx + 1] - starts + b  # with BOS
         k = np.arange(c)[None, :] - (c - length)[:, None]  # (m, c) position in [BOS] + prompt
         out = np.full((len(idx), c), self.pad_id, dtype=np.int64)
-        out[k == 0] = self.bos_id
-        body = k > 0
-        out[body] = enc.prompt_tokens[(starts[:, None] + k - 1)[body]]
+        if b:
+            out[k == 0] = self.bos_id
+        body = k >= b
+        out[body] = enc.prompt_tokens[(starts[:, None] + k - b)[body]]
         return out
 
     def _start_windows(self, idx: np.ndarray) -> np.ndarray:
@@ -144,10 +149,11 @@ class GenerationState:
     def _windows(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Left-padded ``[BOS] + prompt`` windows of width ``context_len`` (long prompts keep their end)."""
         n, p = ids.shape
-        full = np.concatenate([np.full((n, 1), self.bos_id, dtype=np.int64), ids], axis=1)  # (n, P+1)
-        length = lengths + 1
+        b = self._bos
+        full = np.concatenate([np.full((n, b), self.bos_id, dtype=np.int64), ids], axis=1)  # (n, P+1)
+        length = lengths + b
         c = self.context_len
-        j = np.arange(p + 1)[None, :]
+        j = np.arange(p + b)[None, :]
         target = j + (c - length)[:, None]
         valid = (j < length[:, None]) & (target >= 0)
         out = np.full((n, c), self.pad_id, dtype=np.int64)
@@ -165,8 +171,9 @@ class GenerationState:
         i = self.split_size + row
         tok = self.tokenizer
         self._adhoc_prompt_ids, self._adhoc_prompt_lengths = _set_ragged_row(
-            self._adhoc_prompt_ids, self._adhoc_prompt_lengths, row, tok.encode(example.prompt), self.pad_id
-        )
+            self._adhoc_prompt_ids, self._adhoc_prompt_lengths, row,
+            tok.encode_prompt(example.prompt) if not self._bos else tok.encode(example.prompt), self.pad_id,
+        )  # fmt: skip
         if self.has_references:
             ref = example.references[0] if example.references else ""
             self._adhoc_reference_ids, self._adhoc_reference_lengths = _set_ragged_row(

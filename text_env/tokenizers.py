@@ -336,7 +336,11 @@ class HFTokenizer(_TokenizerBase):
         self.eos_id = int(eos)
         extra = [eos_ids] if isinstance(eos_ids, (int, np.integer)) else list(eos_ids)
         for i in extra:
-            if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)) or not 0 <= i < len(self):
+            if (
+                isinstance(i, (bool, np.bool_))
+                or not isinstance(i, (int, np.integer))
+                or not 0 <= i < len(self)
+            ):
                 raise ValueError(f"eos_ids must be token ids in [0, {len(self)}), got {i!r}")
         self.eos_ids: tuple[int, ...] = tuple(sorted({self.eos_id, *(int(i) for i in extra)}))
         self.bos_id = int(hf_tokenizer.bos_token_id) if hf_tokenizer.bos_token_id is not None else self.eos_id
@@ -350,13 +354,14 @@ class HFTokenizer(_TokenizerBase):
         if chat_template:
             if not getattr(hf_tokenizer, "chat_template", None):
                 raise ValueError(
-                    f"chat_template=True, but the tokenizer {type(hf_tokenizer).__name__} has no chat template"
+                    f"chat_template=True, but the tokenizer {type(hf_tokenizer).__name__} has no chat "
+                    "template"
                 )
             probe = self.encode_prompt("")  # the template's own tokens
             if self.pad_id in probe:
                 raise ValueError(
-                    f"the chat template writes the pad id {self.pad_id} inside prompts; the env could not tell "
-                    "prompt tokens from padding (give the tokenizer a pad token of its own)"
+                    f"the chat template writes the pad id {self.pad_id} inside prompts; the env could not "
+                    "tell prompt tokens from padding (give the tokenizer a pad token of its own)"
                 )
 
     @property
@@ -440,8 +445,8 @@ class HFTokenizer(_TokenizerBase):
 
     def __repr__(self) -> str:
         return (
-            f"HFTokenizer({type(self._tok).__name__}, vocab_size={self.vocab_size}, eos_ids={list(self.eos_ids)}, "
-            f"chat_template={self.chat_template})"
+            f"HFTokenizer({type(self._tok).__name__}, vocab_size={self.vocab_size}, "
+            f"eos_ids={list(self.eos_ids)}, chat_template={self.chat_template})"
         )
 
 
@@ -473,8 +478,9 @@ def tokenizer_from_dict(data: dict[str, Any], base_dir: str | os.PathLike | None
         chat, eos_ids = data.get("chat_template", False), data.get("eos_ids", [])
         if unknown or not isinstance(chat, bool) or not isinstance(eos_ids, list):
             raise ValueError(
-                f"an hf tokenizer description has 'directory', an optional bool 'chat_template' and an optional "
-                f"list 'eos_ids'; got unknown fields {unknown}, chat_template={chat!r}, eos_ids={eos_ids!r}"
+                "an hf tokenizer description has 'directory', an optional bool 'chat_template' and an "
+                f"optional list 'eos_ids'; got unknown fields {unknown}, chat_template={chat!r}, "
+                f"eos_ids={eos_ids!r}"
             )
         hf_tok = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         return HFTokenizer(hf_tok, directory, chat_template=chat, eos_ids=eos_ids)

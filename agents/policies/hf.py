@@ -765,7 +765,7 @@ class HFPolicy(LMPolicyBase):
                 head_path, read_safetensors_header(head_path), expected, what=f"{str(model_dir)!r}"
             )
 
-        model, vocab, hidden = load_checked_model(model_dir, before_build=check_head, **kwargs)
+        model, vocab, _ = load_checked_model(model_dir, before_build=check_head, **kwargs)
         tokenizer = load_tokenizer(resolve_inside(d, "tokenizer.json", what="tokenizer file"))
         if device is not None:
             model = model.to(device)

@@ -12,8 +12,8 @@ CHAT_TEMPLATE = (
 
 
 def char_tokenizer(bos: bool = False, pad_is_eos: bool = False):
-    """A character-level fast tokenizer: ``<unk>`` 0, ``<s>`` 1 (BOS), ``</s>`` 2 (EOS), ``<pad>`` 3, ``<end>``
-    4 (a second stop token), then :data:`CHARS`. ``bos=True`` makes ``tokenizer(text)`` prepend BOS."""
+    """A character-level fast tokenizer: ``<unk>`` 0, ``<s>`` 1 (BOS), ``</s>`` 2 (EOS), ``<pad>`` 3,
+    ``<end>`` 4 (a second stop token), then :data:`CHARS`. ``bos=True``: ``tokenizer(text)`` prepends BOS."""
     from tokenizers import Regex, decoders, models, pre_tokenizers, processors
     from tokenizers import Tokenizer as RustTokenizer
     from transformers import PreTrainedTokenizerFast
@@ -34,7 +34,7 @@ def char_tokenizer(bos: bool = False, pad_is_eos: bool = False):
 
 
 def tiny_llama(vocab_size: int = 5 + len(CHARS), seed: int = 0, eos=(2, 4)):
-    """A 2-layer Llama with grouped-query attention (4 query heads, 2 key/value heads), randomly initialised."""
+    """A 2-layer Llama with grouped-query attention (4 query heads, 2 key/value heads), random weights."""
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)

@@ -19,7 +19,8 @@ from agents.policies import load_policy  # noqa: E402
 from agents.rollout import RolloutCollector, chunked_action_scores, make_rollout_env, score_actions  # noqa: E402
 
 needs_peft = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("peft") is None, reason="peft not installed (pip install text-env[lora])"
+    __import__("importlib").util.find_spec("peft") is None,
+    reason="peft not installed (pip install text-env[lora])",
 )
 LORA = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"], "dropout": 0.0}
 ATOL = 1e-5
@@ -246,7 +247,7 @@ def test_an_hf_policy_is_scored_through_its_trunk_in_chunks_and_rescores_its_rol
     torch.testing.assert_close(values[m], batch.values[:, : lp.shape[1]][m], atol=ATOL, rtol=0)
 
 
-# ---- switches -----------------------------------------------------------------------------------------------
+# ---- switches ---------------------------------------------------------------------------------------------
 def test_gradient_checkpointing_gives_the_same_gradients():
     grads = []
     for gc in (False, True):
@@ -272,14 +273,16 @@ def test_precision_switch_autocasts_bf16_only_where_asked():
         tiny_hf_policy(precision="fp16")
 
 
-# ---- the tokenizer the env speaks ---------------------------------------------------------------------------
+# ---- the tokenizer the env speaks -------------------------------------------------------------------------
 def test_the_env_uses_the_policy_tokenizer_and_stops_on_every_eos_id():
     policy = tiny_hf_policy()
     tok = policy.tokenizer
     assert tok.eos_ids == (2, 4)  # the tokenizer's EOS and the model's generation_config list
     env = make_rollout_env("TextEnv/Reverse-L4-v0", 2, policy_tokenizer=tok)
     assert env.tokenizer is tok and set(env.task.stop_ids) == {2, 4}
-    assert np.array_equal(env.task.encoded("train").prompt_ids[0][:3], tok.encode(env.task.examples()[0].prompt)[:3])
+    assert np.array_equal(
+        env.task.encoded("train").prompt_ids[0][:3], tok.encode(env.task.examples()[0].prompt)[:3]
+    )
     # a task built on purpose with another tokenizer is a clear error, not a silent id mismatch
     from text_env.tasks import reverse_task
 
@@ -309,7 +312,9 @@ def test_a_pad_that_is_an_eos_is_replaced_so_prompts_never_hold_padding():
 def test_rloo_and_sft_take_an_hf_policy_in_its_own_tokenizer():
     from agents import sft
 
-    policy = sft("TextEnv/Reverse-L4-v0", steps=3, policy=tiny_hf_policy(lora=LORA), batch_size=4, device="cpu")
+    policy = sft(
+        "TextEnv/Reverse-L4-v0", steps=3, policy=tiny_hf_policy(lora=LORA), batch_size=4, device="cpu"
+    )
     agent = RLOO(policy, "TextEnv/Reverse-L4-v0", n_envs=4, k=2, device="cpu")
     agent.learn(16)
 
@@ -336,14 +341,18 @@ def test_smollm2_converts_once_atomically_and_rebuilds_a_damaged_cache(tmp_path,
     policy = smollm2.load_smollm2()
     assert calls == [gguf] and policy.base_model == "smollm2" and policy.tokenizer.eos_ids == (2, 4)
     out = tmp_path / "cache" / "models" / smollm2.CACHE_NAME
-    assert (out / "manifest.json").is_file() and "quantization_config" not in (out / "config.json").read_text()
+    assert (out / "manifest.json").is_file() and "quantization_config" not in (
+        out / "config.json"
+    ).read_text()
     smollm2.load_smollm2()
     assert len(calls) == 1  # cached
     weights = out / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)  # damaged: rebuilt, not loaded
     smollm2.load_smollm2()
     assert len(calls) == 2
-    agent = PPO("smollm2", "TextEnv/Reverse-L4-v0", n_envs=2, device="cpu", policy_kwargs={"temperature": 0.9})
+    agent = PPO(
+        "smollm2", "TextEnv/Reverse-L4-v0", n_envs=2, device="cpu", policy_kwargs={"temperature": 0.9}
+    )
     assert agent.policy.temperature == 0.9 and agent.env.tokenizer is agent.policy.tokenizer
 
 

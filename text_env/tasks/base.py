@@ -186,6 +186,13 @@ def encode_split(tokenizer: Tokenizer, texts: Sequence[str]) -> tuple[np.ndarray
     return ids, offsets
 
 
+class _PromptEncoder:
+    """A tokenizer's ``encode_prompts`` as the ``encode_batch`` that :func:`encode_split` calls."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.encode_batch = tokenizer.encode_prompts
+
+
 class Task:
     """Prompts (+ references, labels, demonstrations) split train/validation/test, with a tokenizer and a
     default reward.
@@ -276,7 +283,8 @@ class Task:
     @cached_property
     def stop_ids(self) -> np.ndarray:
         """Token ids that end an episode: EOS plus each stop string that is a single token."""
-        ids = {self.tokenizer.eos_id}
+        # every id a tokenizer stops on (an HF model's eos_token_id may be a list)
+        ids = {self.tokenizer.eos_id, *(int(i) for i in getattr(self.tokenizer, "stop_ids", ()))}
         for s in self.stop:
             enc = self.tokenizer.encode(s)
             if len(enc) != 1:
@@ -307,7 +315,9 @@ class Task:
             exs = self.examples(split)
             tok = self.tokenizer
             prompts = _object_array([e.prompt for e in exs])
-            p_tokens, p_offsets = encode_split(tok, prompts)
+            # an HF tokenizer's prompts are the ids its model reads before a completion (encode_prompt)
+            prompt_tok = _PromptEncoder(tok) if hasattr(tok, "encode_prompts") else tok
+            p_tokens, p_offsets = encode_split(prompt_tok, prompts)
             r_tokens = r_offsets = None
             if all(e.references for e in exs):
                 r_tokens, r_offsets = encode_split(tok, [e.references[0] for e in exs])
