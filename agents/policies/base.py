@@ -59,10 +59,11 @@ MANIFEST_KIND = "policy"
 MIGRATE_COMMAND = "text-env migrate"
 # the fields of config.json every policy writes; subclasses add their own (TransformerPolicy: "config")
 _META_FIELDS = ("policy_class", "format_version", "temperature", "has_action_mask")
-# every name a policy save writes at the top of its directory (TransformerPolicy, HFPolicy, HF tokenizers)
+# every name a policy save writes at the top of its directory (TransformerPolicy, HFPolicy with or without
+# LoRA adapters, HF tokenizers)
 _POLICY_FILES = frozenset(
     {"config.json", "manifest.json", "tokenizer.json", "tokenizer.hf", "model.safetensors", "model",
-     "value_head.safetensors"}
+     "value_head.safetensors", "adapter.safetensors"}
 )  # fmt: skip
 _EXTRA_JSON_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.json")
 

@@ -141,9 +141,12 @@ def test_auto_num_threads_is_one_for_small_models_on_cpu_only(monkeypatch: pytes
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     small = torch.nn.Linear(128, 128)
     big = torch.nn.Linear(5000, 4001, device="meta")  # 20M parameters, no memory
+    monkeypatch.setattr("agents.rollout._usable_cores", lambda: 16)
     assert auto_num_threads(small) == 1
     assert auto_num_threads(small, "cuda") is None
     assert auto_num_threads(big) is None
+    monkeypatch.setattr("agents.rollout._usable_cores", lambda: 2)  # a 100M-class model on 2 cores: 1 too
+    assert auto_num_threads(big) == 1 and auto_num_threads(big, "cuda") is None
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert auto_num_threads(small) is None  # the user's explicit choice wins
 

@@ -148,6 +148,7 @@ def test_lora_save_load_round_trips_adapters_and_value_head(tmp_path):
     assert {n for n, p in loaded.named_parameters() if p.requires_grad} == {
         n for n, p in policy.named_parameters() if p.requires_grad
     }
+    policy.save(tmp_path / "p")  # saving again over its own save replaces it
     # a tampered adapter is named (the manifest sees it first)
     adapter = tmp_path / "p" / "adapter.safetensors"
     adapter.write_bytes(adapter.read_bytes()[:50])
@@ -248,15 +249,21 @@ def test_an_hf_policy_is_scored_through_its_trunk_in_chunks_and_rescores_its_rol
 
 
 # ---- switches ---------------------------------------------------------------------------------------------
-def test_gradient_checkpointing_gives_the_same_gradients():
+@pytest.mark.parametrize("lora", [None, LORA])
+def test_gradient_checkpointing_gives_the_same_gradients(lora):
+    if lora is not None and __import__("importlib").util.find_spec("peft") is None:
+        pytest.skip("peft not installed")
     grads = []
     for gc in (False, True):
-        policy = tiny_hf_policy(gradient_checkpointing=gc).train()
+        policy = tiny_hf_policy(gradient_checkpointing=gc, lora=lora).train()
+        if lora is not None:
+            perturb_adapters(policy)
         assert policy.gradient_checkpointing is gc
         ids, attn = left_pad(PROMPTS)
         logits, _ = policy(ids, attn)
         logits.logsumexp(-1)[attn].sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in policy.model.parameters() if p.grad is not None]))
+    assert grads[0].numel() > 0
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=0)
 
 
@@ -392,3 +399,33 @@ def test_the_generation_benchmark_and_the_gpu_check_run_on_cpu(tmp_path):
     check = gpu_check.main(["--cpu", "--out", str(tmp_path / "c.json")])
     assert check["smoke"] and not check["tested_on_gpu"] and len(check["ppo"]["tokens_per_s"]) == 3
     assert {"generation_vs_hf_generate_b2", "generation_vs_hf_generate_b4"} <= set(check)
+
+
+@pytest.fixture
+def tiny_smollm2(tmp_path, monkeypatch):
+    """``smollm2`` converted from a tiny random Llama (the GGUF loader monkeypatched), in a scratch cache."""
+    from agents.pretrained import smollm2
+
+    monkeypatch.setenv("TEXT_ENV_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / smollm2.GGUF_FILE
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setattr(smollm2, "_load_gguf", lambda path: (tiny_llama(), char_tokenizer()))
+    monkeypatch.setattr(smollm2, "gguf_path", lambda: gguf)
+    return smollm2
+
+
+@needs_peft
+def test_text_env_train_takes_policy_smollm2_with_lora(tiny_smollm2, tmp_path, capsys):
+    from agents.cli import main
+
+    out = tmp_path / "run"
+    code = main(
+        ["train", "--policy", "smollm2", "--env", "TextEnv/Reverse-L4-v0", "--total-timesteps", "8",
+         "--sft-steps", "2", "--n-envs", "2", "--kl-coef", "0.1", "--out", str(out), "--no-progress",
+         "--eval-episodes", "2", "--policy-kwargs", '{"lora": {"r": 2, "target_modules": ["q_proj"]}}']
+    )  # fmt: skip
+    assert code == 0 and "test split" in capsys.readouterr().out
+    again = PPO.load(out, device="cpu")
+    assert again.policy.lora["r"] == 2 and again.policy.base_model == "smollm2"
+    assert type(again.reference).__name__ == "LoRAReference"
+    assert not any((out / d / "policy" / "model").exists() for d in ("ckpt-00000001", "ckpt-00000002"))
