@@ -429,3 +429,38 @@ def test_text_env_train_takes_policy_smollm2_with_lora(tiny_smollm2, tmp_path, c
     assert again.policy.lora["r"] == 2 and again.policy.base_model == "smollm2"
     assert type(again.reference).__name__ == "LoRAReference"
     assert not any((out / d / "policy" / "model").exists() for d in ("ckpt-00000001", "ckpt-00000002"))
+
+
+def test_the_update_never_makes_more_than_one_chunk_of_logits_forward_or_backward(monkeypatch):
+    import agents.rollout as rollout
+
+    policy = tiny_hf_policy().train()
+    agent = PPO(policy, "TextEnv/Reverse-L4-v0", n_envs=6, device="cpu", ent_coef=0.01)
+    batch = agent.collect_rollouts()
+    budget = 6 * policy.vocab_size * 2  # two action columns of the whole batch per chunk
+    monkeypatch.setattr(rollout, "LOGITS_CHUNK_ELEMENTS", budget)
+    widths: list[int] = []
+    head = policy.head_logits
+
+    def recording_head(hidden):
+        widths.append(hidden.shape[0] * hidden.shape[1])
+        return head(hidden)
+
+    monkeypatch.setattr(policy, "head_logits", recording_head)
+    logp, _, entropy = agent.forward_batch(batch)
+    n_forward = len(widths)
+    (logp.sum() + entropy.sum()).backward()
+    assert n_forward >= 2 and len(widths) == 2 * n_forward  # each chunk's logits are made again, not kept
+    assert max(widths) * policy.vocab_size <= budget
+    assert policy.value_head.weight.grad is not None or policy._head.weight.grad is not None
+
+
+def test_the_hf_modules_docstring_examples_run():
+    import doctest
+
+    import agents.policies.hf
+    import agents.pretrained.smollm2
+
+    for module in (agents.policies.hf, agents.pretrained.smollm2):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
