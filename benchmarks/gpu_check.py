@@ -1,5 +1,6 @@
 """The GPU check of issue 15, in one process and at most about 5 minutes on one GPU: SmolLM2-135M-Instruct's
-rollout tokens per second against HF ``generate`` (batch 8 and 32, :mod:`benchmarks.hf_generation`), three
+rollout tokens per second against HF ``generate`` (batch 8 and 32, :mod:`benchmarks.hf_generation`; on CUDA
+also with the decode step under ``torch.compile``), three
 PPO iterations on ``TextEnv/Sentiment-v0`` (full fine-tune, KL leash on, bf16 autocast with fp32 master
 weights on CUDA), and the peak GPU memory of each part.
 
@@ -95,6 +96,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         row["peak_memory_mb"] = peak_memory_mb(device)
         result["generation"].append(row)
         result[f"generation_vs_hf_generate_b{b}"] = row["ratio"]
+    if device.type == "cuda":  # the decode step under torch.compile (HFPolicy(compile_decode=True)), batch 32
+        policy.compile_decode = True
+        try:
+            row = hf_generation.measure(policy, env_id, 32, new_tokens, 3, device)
+            result["compile_decode_b32"] = {
+                "ours_tokens_per_s": row["ours_tokens_per_s"],
+                "ratio": row["ratio"],
+            }
+        except Exception as e:  # untested: record why rather than lose the other figures
+            result["compile_decode_b32"] = {"error": f"{type(e).__name__}: {e}"}
+        policy.compile_decode = False
     policy.set_action_mask(None)
     reset_peak(device)
     result["ppo"] = ppo_iterations(policy, env_id, device, n_envs=4 if tiny else 16, iterations=3)

@@ -5,7 +5,8 @@ full distribution at temperature 1 (no top-k, no top-p), and write exactly ``--m
 prompt: every EOS id is masked on both sides (our policy's action mask; ``suppress_tokens`` for
 ``generate``), so both do the same work and tokens per second compare like for like. Our side is a whole
 rollout through the lockstep vector env (env steps included) with a reward that costs nothing, so only
-generation is timed. The two sides alternate A B A B; each figure is the median over ``--repeats`` runs.
+generation is timed. The two sides alternate A B A B; each rate is the median over ``--repeats`` runs, and
+the ratio the median of the rounds' paired ratios (a round's two runs see the same machine load).
 
 ``--threads 1,2`` also times our rollout at each intra-op thread count (batch 8): the measurement behind
 :func:`agents.rollout.auto_num_threads` for 100M-class models. The user's ``OMP_NUM_THREADS`` always wins
@@ -119,7 +120,9 @@ def measure(
         "prompt_width": int(ids.shape[1]),
         "ours_tokens_per_s": o,
         "hf_generate_tokens_per_s": h,
-        "ratio": o / h,
+        # the median of each round's own ratio: the two runs of a round share the machine's load
+        "ratio": statistics.median(a / b for a, b in zip(ours, hf)),
+        "ratio_of_medians": o / h,
         "ours_runs": ours,
         "hf_runs": hf,
     }
