@@ -464,3 +464,29 @@ def test_the_hf_modules_docstring_examples_run():
     for module in (agents.policies.hf, agents.pretrained.smollm2):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("gguf") is None, reason="gguf not installed")
+def test_smollm2_conversion_of_a_real_gguf_file_drops_the_quantizer_and_reloads_the_same_model(
+    tmp_path, monkeypatch
+):
+    from hf_fixtures import write_tiny_gguf
+
+    from agents.pretrained import smollm2
+
+    gguf = tmp_path / "pkg" / smollm2.GGUF_FILE
+    gguf.parent.mkdir()
+    write_tiny_gguf(gguf)
+    monkeypatch.setenv("TEXT_ENV_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(smollm2, "gguf_path", lambda: gguf)  # the real loader reads the real file format
+    direct, _ = smollm2._load_gguf(gguf)
+    policy = smollm2.load_smollm2(chat_template=True)
+    out = smollm2.smollm2_dir()
+    assert (out / "model.safetensors").is_file() and not list(out.glob("*.gguf"))
+    assert "quantization_config" not in (out / "config.json").read_text()
+    tok = policy.tokenizer
+    assert tok.eos_ids == (2,) and tok.pad_id == 0  # <|im_end|> pads in the file; its template writes it
+    assert tok.encode_prompt("the cat")[:1] == [1]  # <|im_start|> from the template, not a forced BOS
+    ids = torch.tensor([tok.encode_prompt("the cat sat")])
+    with torch.no_grad():
+        torch.testing.assert_close(policy(ids)[0], direct(ids).logits, atol=1e-6, rtol=0)
