@@ -347,7 +347,8 @@ class HFPolicy(LMPolicyBase):
         temperature: Divides the logits, when sampling and when training alike.
         action_mask: ``(V,)`` bool of allowed tokens (``V`` = the model's logit width); None allows all.
         lora: LoRA settings (:func:`check_lora`): train adapters only (plus the value head); the KL
-            reference is the model with its adapters disabled. Needs ``peft``.
+            reference is the model with its adapters disabled. Needs ``peft``. The frozen base may be
+            bfloat16 (half the memory); the adapters and the value head train in float32.
         gradient_checkpointing: Recompute the decoder layers' activations in the backward pass.
         precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"fp32"`` or ``"bf16"`` (autocast on any
             device). Weights stay as they are (fp32 masters for training).

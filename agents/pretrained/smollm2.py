@@ -107,11 +107,17 @@ def smollm2_dir() -> Path:
     return convert_gguf(gguf_path(), out)
 
 
-def load_smollm2(device: Any = None, **kwargs: Any) -> Any:
+DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "fp32": "float32"}
+
+
+def load_smollm2(device: Any = None, dtype: Any = None, **kwargs: Any) -> Any:
     """SmolLM2-135M-Instruct as an :class:`~agents.policies.HFPolicy` (a fresh, trainable copy per call).
 
     Args:
         device: Where to put the weights (default CPU).
+        dtype: The weights' dtype: float32 (default) or ``"bfloat16"`` (a name, so that a learner's
+            ``policy_kwargs`` stay JSON) — for a LoRA policy, whose frozen base then takes half the memory
+            while its adapters and value head train in float32. A full fine-tune needs float32.
         **kwargs: :class:`~agents.policies.HFPolicy` switches: ``lora``, ``gradient_checkpointing``,
             ``precision``, ``chat_template``, ``temperature``, ...
 
@@ -120,10 +126,18 @@ def load_smollm2(device: Any = None, **kwargs: Any) -> Any:
         >>> policy.tokenizer.eos_ids  # doctest: +SKIP
         (2,)
     """
+    import torch
+
     from agents.policies.hf import HFPolicy, load_checked_model
 
+    model_kwargs = {}
+    if dtype is not None:
+        name = DTYPES.get(dtype) if isinstance(dtype, str) else None
+        if name is None and dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"dtype must be float32 or bfloat16 (or their names), got {dtype!r}")
+        model_kwargs["dtype"] = getattr(torch, name) if name is not None else dtype
     directory = smollm2_dir()
-    model, _, _ = load_checked_model(directory)
+    model, _, _ = load_checked_model(directory, **model_kwargs)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)

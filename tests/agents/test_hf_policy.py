@@ -490,3 +490,17 @@ def test_smollm2_conversion_of_a_real_gguf_file_drops_the_quantizer_and_reloads_
     ids = torch.tensor([tok.encode_prompt("the cat sat")])
     with torch.no_grad():
         torch.testing.assert_close(policy(ids)[0], direct(ids).logits, atol=1e-6, rtol=0)
+
+
+@needs_peft
+def test_lora_on_a_bfloat16_base_trains_float32_adapters(tiny_smollm2):
+    from agents.pretrained import load_smollm2
+
+    policy = load_smollm2(dtype="bfloat16", lora=LORA)
+    trainable = {p.dtype for p in policy.parameters() if p.requires_grad}
+    frozen = {p.dtype for p in policy.parameters() if not p.requires_grad}
+    assert trainable == {torch.float32} and frozen == {torch.bfloat16}
+    agent = PPO(policy, "TextEnv/Reverse-L4-v0", n_envs=4, kl_coef=0.1, device="cpu", learning_rate=1e-2)
+    agent.learn(16)
+    with pytest.raises(ValueError, match="dtype"):
+        load_smollm2(dtype="float16")
