@@ -28,7 +28,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("agents.cli", "add_demo_command"),
     ("agents.cli", "add_train_command"),
     ("agents.cli", "add_eval_command"),
-    ("agents.benchmark", "add_benchmark_command"),
+    ("agents.harness.cli", "add_benchmark_command"),
     ("text_env.rewards.feedback", "add_label_command"),
 ]
 

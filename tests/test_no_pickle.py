@@ -40,8 +40,8 @@ BANNED_BUILTINS = {"eval", "exec", "compile", "__import__"}
 # every place that imports a module named at run time, each reviewed: it resolves an explicit
 # "package.module:attr" spec (never evaluates it) or a fixed module name from a table in the code
 DYNAMIC_IMPORTS = {
-    ("agents/benchmark.py", "resolve_external"),  # --algos package.module:Class (regex-checked name)
-    ("agents/benchmark.py", "machine_info"),  # __version__ of a fixed list of packages
+    ("agents/harness/specs.py", "resolve_external"),  # --algos package.module:Class (regex-checked name)
+    ("agents/harness/report.py", "machine_info"),  # __version__ of a fixed list of packages
     ("agents/cli.py", "build_parser"),  # the fixed _COMMANDS table
     ("agents/sb3.py", "resolve_sb3_class"),  # the fixed SB3_LIBRARIES table
     ("text_env/rewards/__init__.py", "__getattr__"),  # the fixed _LAZY table

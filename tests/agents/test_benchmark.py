@@ -4,15 +4,18 @@ checked against hand-computed values, outputs, and the CLI."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
+import shlex
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from agents import benchmark as bm
+from agents import harness as bm
 from agents.cli import build_parser, main
+from agents.harness.cli import cli_defaults, field_docstrings
 
 HERE = Path(__file__).parent
 COPY = "TextEnv/Copy-L4-v0"
@@ -39,15 +42,13 @@ def test_external_algorithms_end_to_end(tmp_path: Path, external: None) -> None:
         f"TextEnv-Copy-L4-v0__external_algo-{a}__{s}" for a in ("CopyPrompt", "make_copy") for s in (0, 1)
     )
     assert result.failed == [] and result.skipped == []
-    by = {(r["algo"], r["seed"]): r for r in result.runs}
+    by = {(r.algo, r.seed): r for r in result.runs}
     cls_run = by["external_algo:CopyPrompt", 0]
     # CopyPrompt.learn never stops by itself: the harness stopped it at exactly the budget
-    assert cls_run["steps"] == 60
-    assert [p["target"] for p in cls_run["curve"]] == [0, 20, 40, 60]
-    assert cls_run["final"]["success_rate"] == 1.0  # the scripted copier solves every test prompt
-    assert [p["target"] for p in by["external_algo:make_copy", 1]["curve"]] == [
-        60
-    ]  # function form: final only
+    assert cls_run.steps == 60
+    assert [p["target"] for p in cls_run.curve] == [0, 20, 40, 60]
+    assert cls_run.final["success_rate"] == 1.0  # the scripted copier solves every test prompt
+    assert [p["target"] for p in by["external_algo:make_copy", 1].curve] == [60]  # function form: final only
 
     summary = result.summary
     assert summary["aggregate"]["success"]["external_algo:CopyPrompt"]["iqm"] == {
@@ -85,10 +86,10 @@ def test_tabular_learner_and_our_scratch_agent(tmp_path: Path, external: None) -
     )
     result = bm.run_benchmark(cfg)
     assert result.failed == []
-    ours = next(r for r in result.runs if r["algo"] == "ours:reinforce-scratch")
-    assert 80 - 4 * 3 < ours["steps"] <= 80  # stops before a batch (≤ 4 episodes × 3 tokens) could cross it
-    assert ours["sft"] is None and ours["hparams"]["n_envs"] == 4
-    assert ours["curve"][-1]["target"] == 80
+    ours = next(r for r in result.runs if r.algo == "ours:reinforce-scratch")
+    assert 80 - 4 * 3 < ours.steps <= 80  # stops before a batch (≤ 4 episodes × 3 tokens) could cross it
+    assert ours.sft is None and ours.hparams["n_envs"] == 4
+    assert ours.curve[-1]["target"] == 80
 
 
 def test_sft_warm_start_is_reported_separately(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,11 +104,11 @@ def test_sft_warm_start_is_reported_separately(tmp_path: Path, monkeypatch: pyte
         algo_kwargs={"ours:rloo": {"n_envs": 4, "k": 2}},
     )
     run = bm.run_benchmark(cfg).runs[0]
-    sft = run["sft"]
+    sft = run.sft
     assert sft["steps"] == 3 and sft["demonstrations"] == 3 * 64
     # every Arithmetic-D1 answer is 1-2 digits + EOS: 2-3 target tokens per demonstration
     assert 2 * 3 * 64 <= sft["demo_tokens"] <= 3 * 3 * 64
-    assert run["steps"] <= 64  # the SFT tokens are not in the RL count
+    assert run.steps <= 64  # the SFT tokens are not in the RL count
 
 
 @pytest.mark.expensive
@@ -115,7 +116,7 @@ def test_worker_processes(tmp_path: Path, external: None) -> None:
     """Runs spread over 2 processes (forkserver/spawn) find the user's module via the parent's sys.path."""
     result = bm.run_benchmark(tiny_config(tmp_path, workers=2, budget=20, eval_every=20))
     assert result.failed == [] and len(result.executed) == 2
-    assert {r["pid"] for r in result.runs} != {os.getpid()}
+    assert {r.pid for r in result.runs} != {os.getpid()}
 
 
 # ---- resume -----------------------------------------------------------------------------------------------
@@ -137,8 +138,6 @@ def test_resume_skips_finished_runs(tmp_path: Path, external: None) -> None:
 
 
 def dataclass_replace(cfg: bm.BenchmarkConfig, **kw) -> bm.BenchmarkConfig:
-    import dataclasses
-
     return dataclasses.replace(cfg, **kw)
 
 
@@ -197,20 +196,20 @@ def test_function_algorithm_must_take_three_arguments(tmp_path: Path, external: 
 
 
 # ---- statistics against hand-computed values --------------------------------------------------------------
-def fake_run(env: str, algo: str, seed: int, success: float, ret: float | None = None) -> dict:
+def fake_run(env: str, algo: str, seed: int, success: float, ret: float | None = None) -> bm.RunResult:
     ret = success if ret is None else ret
     curve = [
         {"target": 0, "step": 0, "success_rate": 0.0, "mean_return": 0.0},
         {"target": 10, "step": 10, "success_rate": success, "mean_return": ret},
     ]
-    return {
-        "name": f"{env}__{algo}__{seed}", "env": env, "algo": algo, "seed": seed, "budget": 10, "steps": 10,
-        "final": {"success_rate": success, "mean_return": ret}, "curve": curve, "train_seconds": 1.0,
-        "steps_per_second": 10.0,
-    }  # fmt: skip
+    return bm.RunResult(
+        name=f"{env}__{algo}__{seed}", env=env, algo=algo, seed=seed, budget=10, key={}, steps=10,
+        final={"success_rate": success, "mean_return": ret}, curve=curve, train_seconds=1.0, eval_seconds=0.1,
+        wall_seconds=1.1, steps_per_second=10.0, hparams={}, sft=None, pid=0,
+    )  # fmt: skip
 
 
-def hand_runs() -> list[dict]:
+def hand_runs() -> list[bm.RunResult]:
     x_a, y_a = [0.0, 0.2, 0.4, 1.0], [0.1, 0.1, 0.1, 0.1]
     x_b, y_b = [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0]
     runs = []
@@ -255,7 +254,7 @@ def test_summary_matches_hand_computed_values() -> None:
 
 
 def test_summary_leaves_out_incomplete_algorithms_from_the_aggregate() -> None:
-    runs = [r for r in hand_runs() if not (r["algo"] == "y" and r["env"] == "B" and r["seed"] == 3)]
+    runs = [r for r in hand_runs() if not (r.algo == "y" and r.env == "B" and r.seed == 3)]
     s = bm.summarize(runs, ["A", "B"], ["x", "y"], reps=100)
     assert set(s["aggregate"]["success"]) == {"x"}
     assert s["per_env"]["B"]["y"]["n"] == 3
@@ -281,25 +280,62 @@ def test_eval_schedule_grid() -> None:
 
 
 # ---- CLI --------------------------------------------------------------------------------------------------
+def _config(argv: list[str]) -> bm.BenchmarkConfig:
+    args = build_parser().parse_args(["benchmark", *argv])
+    return bm.dataclass_from_args(bm.BenchmarkConfig, args, defaults=cli_defaults(args.quick))
+
+
 def test_cli_parses_defaults_and_quick() -> None:
-    parser = build_parser()
-    cfg = bm.config_from_args(parser.parse_args(["benchmark"]))
+    cfg = _config([])
     assert tuple(cfg.envs) == bm.DEFAULT_ENVS and tuple(cfg.algos) == bm.DEFAULT_ALGOS
     assert (cfg.seeds, cfg.budget, cfg.out) == (3, bm.DEFAULT_BUDGET, "results/benchmark")
     assert cfg.workers == (os.cpu_count() or 1)
+    assert bm.benchmark_command(cfg) == "text-env benchmark"  # every field at the command line's default
 
-    quick = bm.config_from_args(parser.parse_args(["benchmark", "--quick", "--seeds", "1", "--workers", "2"]))
+    quick = _config(["--quick", "--seeds", "1", "--workers", "2"])
     assert tuple(quick.envs) == bm.QUICK["envs"] and quick.budget == bm.QUICK["budget"]
     assert (quick.seeds, quick.workers, quick.out) == (1, 2, "results/benchmark-quick")
 
-    args = parser.parse_args(
-        ["benchmark", "--algos", "ours:ppo", "sb3:DQN", "--envs", COPY, "--budget", "500",
+    cfg = _config(
+        ["--algos", "ours:ppo", "sb3:DQN", "--envs", COPY, "--budget", "500", "--eval-every", "none",
          "--env-kwargs", '{"max_new_tokens": 6}', "--algo-kwargs", '{"sb3:DQN": {"learning_starts": 10}}']
     )  # fmt: skip
-    cfg = bm.config_from_args(args)
     assert cfg.algos == ["ours:ppo", "sb3:DQN"] and cfg.envs == [COPY] and cfg.budget == 500
+    assert cfg.eval_every is None and cfg.eval_interval == 500 // 8
     assert cfg.env_kwargs == {"max_new_tokens": 6} and cfg.algo_kwargs == {"sb3:DQN": {"learning_starts": 10}}
-    assert "--budget 500" in cfg.to_command()
+    command = bm.benchmark_command(cfg)
+    assert "--budget 500" in command and "--eval-every none" in command
+    # the reproduce command parses back to the same configuration
+    assert _config(shlex.split(command)[2:]) == cfg
+    assert _config(shlex.split(bm.benchmark_command(quick))[2:]) == dataclasses.replace(quick, out=quick.out)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--env-kwargs", "[1, 2]"], "--env-kwargs: expected a JSON object, got [1, 2]"),
+        (["--algo-kwargs", '{"sb3:PPO": 5}'], '--algo-kwargs["sb3:PPO"]: expected a JSON object, got 5'),
+        (["--env-kwargs", "{bad"], "not valid JSON"),
+        (["--seeds", "two"], "invalid int value: 'two'"),
+    ],
+)
+def test_cli_rejects_bad_flag_values(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["benchmark", *argv])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_help_shows_every_field_with_its_docstring_and_default(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["benchmark", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    docs = field_docstrings(bm.BenchmarkConfig)
+    for f in dataclasses.fields(bm.BenchmarkConfig):
+        if f.name == "command":
+            continue
+        assert " ".join(docs[f.name].split()) in text, f.name
+    assert "--eval-episodes INT" in text and "(default: 100)" in text and "(default: 8192)" in text
 
 
 def test_cli_reports_a_bad_spec_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -323,3 +359,14 @@ def test_cli_runs_and_prints_the_report_path(
     assert np.isclose(
         json.loads((tmp_path / "results.json").read_text())["runs"][0]["final"]["success_rate"], 1.0
     )
+
+
+def test_run_result_round_trips_through_its_json_and_rejects_malformed_files() -> None:
+    run = fake_run("A", "x", 0, 0.5)
+    data = run.to_dict()
+    assert list(data)[:6] == ["name", "env", "algo", "seed", "budget", "status"] and data["status"] == "done"
+    assert bm.RunResult.from_dict(json.loads(json.dumps(data))) == run
+    with pytest.raises(ValueError, match=r"missing keys \['curve'\]"):
+        bm.RunResult.from_dict({k: v for k, v in data.items() if k != "curve"}, "runs/x.json")
+    with pytest.raises(ValueError, match="status is 'failed'"):
+        bm.RunResult.from_dict({**data, "status": "failed"})
