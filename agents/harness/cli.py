@@ -342,7 +342,9 @@ def dataclass_from_args(
     kwargs: dict[str, Any] = {}
     for f in _cli_fields(cls):
         value = getattr(args, f.name) if hasattr(args, f.name) else _default_of(f, defaults)
-        if value is not dataclasses.MISSING:  # coerced, so that a default tuple and a given list compare equal
+        if (
+            value is not dataclasses.MISSING
+        ):  # coerced, so that a default tuple and a given list compare equal
             kwargs[f.name] = _coerce(value, hints[f.name])
     kwargs.update(overrides)
     return cls(**kwargs)
@@ -453,9 +455,8 @@ def _run_benchmark_command(args: argparse.Namespace) -> int:
     from agents.harness.pool import run_benchmark
     from agents.harness.report import ci, format_table
 
-    # like uvicorn/gunicorn, resolve the user's module:attr specs from the current directory too
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    # nothing is put on sys.path here: a package.module:attr spec's module is looked up in --import-path
+    # (default: the current directory) after every installed package, and only while it is imported
     config = dataclass_from_args(BenchmarkConfig, args, defaults=cli_defaults(args.quick))
     config.validate()  # every spec and env id, before anything runs
     n_runs = len(config.envs) * len(config.algos) * config.seeds

@@ -86,6 +86,8 @@ class BenchmarkConfig:
     """JSON extra constructor kwargs per spec, e.g. {"sb3:PPO": {"n_steps": 512}}."""
     reps: int = 2000
     """Bootstrap replicates for the confidence intervals."""
+    import_path: Sequence[str] = field(default=(".",), metadata={"nargs": "*", "metavar": "DIR"})
+    """Where a package.module:attr spec's module may also be found: searched after every installed package."""
     command: str | None = field(default=None, metadata={"cli": False})
     """The command line that reproduces this benchmark (for the report); generated from the fields if None."""
 
@@ -107,12 +109,14 @@ class BenchmarkConfig:
                 raise ValueError(f"{name} must be a non-empty list, got {items!r}")
             if len(set(items)) != len(items):
                 raise ValueError(f"{name} has duplicates: {list(items)}")
+        if isinstance(self.import_path, str) or not all(isinstance(p, str) for p in self.import_path):
+            raise ValueError(f"import_path must be a list of directories, got {self.import_path!r}")
         if not isinstance(self.env_kwargs, dict):
             raise TypeError(f"env_kwargs must be a dict, got {self.env_kwargs!r}")
         unknown = set(self.algo_kwargs) - set(self.algos)
         if unknown:
             raise ValueError(f"algo_kwargs names specs that are not benchmarked: {sorted(unknown)}")
-        specs = [parse_algo_spec(a) for a in self.algos]
+        specs = [parse_algo_spec(a, self.import_path) for a in self.algos]
         for env_id in self.envs:
             validate_env(env_id, self.env_kwargs)
         return specs

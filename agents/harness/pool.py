@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -109,7 +110,12 @@ def run_benchmark(config: BenchmarkConfig, progress: Callable[[str], None] | Non
 
 
 def _init_worker(sys_path: list[str]) -> None:
-    """One torch thread per worker (the workers already fill the cores) and the parent's import path."""
+    """One torch thread per worker (the workers already fill the cores) and the parent's import path.
+
+    The parent's path holds nothing the harness added (a user's ``import_path`` is appended only while a
+    spec is imported, in whichever process imports it), so this only carries over what the parent itself
+    was started with, e.g. a test's or a notebook's own ``sys.path`` entries.
+    """
     import torch
 
     torch.set_num_threads(1)
@@ -161,13 +167,15 @@ def execute_plan(
             say(f"[{n}/{total}] {res.env} {res.algo} seed {res.seed}: FAILED {res.error}")
 
     sft_of = {k: v[0].settings["sft"] for k, v in sft_jobs.items()}
+    # absolute, so that a worker started elsewhere looks in the same places
+    import_path = [os.path.abspath(p) for p in config.import_path]
     if config.workers == 1 or total <= 1:
         for (env_id, seed), waiting in sft_jobs.items():
             sft_seconds += sft_job(env_id, config.env_kwargs, seed, sft_of[env_id, seed])["seconds"]
             for r in waiting:
-                report(execute_run(r, str(out)))
+                report(execute_run(r, str(out), import_path))
         for r in free:
-            report(execute_run(r, str(out)))
+            report(execute_run(r, str(out), import_path))
         return new, failed, sft_seconds
 
     methods = multiprocessing.get_all_start_methods()
@@ -182,7 +190,7 @@ def execute_plan(
         for key in sft_jobs:  # the warm starts first: the runs that wait on them are queued behind
             futures[pool.submit(sft_job, key[0], config.env_kwargs, key[1], sft_of[key])] = key
         for r in free:
-            futures[pool.submit(execute_run, r, str(out))] = r
+            futures[pool.submit(execute_run, r, str(out), import_path)] = r
         try:
             while futures:
                 finished, _ = wait(futures, return_when=FIRST_COMPLETED)
@@ -201,7 +209,7 @@ def execute_plan(
                                 )  # fmt: skip
                             continue
                         for r in sft_jobs[item]:
-                            futures[pool.submit(execute_run, r, str(out))] = r
+                            futures[pool.submit(execute_run, r, str(out), import_path)] = r
                     else:
                         report(fut.result())
         except BaseException:

@@ -19,7 +19,7 @@ import logging
 import os
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -481,12 +481,14 @@ RUNNERS: dict[str, Callable[[RunSpec, AlgoSpec], dict[str, Any]]] = {
 }
 
 
-def execute_run(run: RunSpec, out: str) -> RunResult | RunFailure:
+def execute_run(run: RunSpec, out: str, import_path: Sequence[str] = ()) -> RunResult | RunFailure:
     """Run one (env, algorithm, seed); a finished run is written atomically to ``<out>/runs/<name>.json``.
 
-    A failure is returned (a :class:`RunFailure` with the error), not written, so a restart retries it.
+    ``import_path`` is where a ``package.module:attr`` spec's module may also be found
+    (:func:`agents.harness.specs.resolve_external`). A failure is returned (a :class:`RunFailure` with the
+    error), not written, so a restart retries it.
     """
-    spec = parse_algo_spec(run.algo)
+    spec = parse_algo_spec(run.algo, import_path)
     runner = RUNNERS[spec.kind]
     t0 = time.perf_counter()
     try:

@@ -6,6 +6,16 @@ A spec names one algorithm of the benchmark:
 - ``sb3:<Class>`` / ``sb3_contrib:<Class>`` — a stable-baselines3 / sb3-contrib algorithm;
 - ``package.module:attr`` — the user's own algorithm, imported with importlib (never ``eval``).
 
+Where a user's module is looked up
+    Only a ``package.module:attr`` spec imports from a place the user names, and it cannot shadow anything:
+    while (and only while) its module is imported, the directories of ``import_path`` (default: the current
+    directory) are *appended* to ``sys.path``, so every installed package and the standard library still
+    win over a file of the same name there (a stray ``matplotlib.py`` or ``numpy.py`` in the working
+    directory is never picked up). Nothing is added to ``sys.path`` for ``ours:`` or ``sb3:`` specs, and
+    the harness never puts the working directory first. (``python -m agents.cli`` is the exception Python
+    itself makes: ``-m`` puts the current directory first on ``sys.path``; the ``text-env`` command, or
+    ``python -P -m``, does not.)
+
 Example:
     >>> parse_algo_spec("ours:rloo-scratch")
     AlgoSpec(spec='ours:rloo-scratch', kind='ours', target='rloo', scratch=True)
@@ -13,9 +23,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
+import os
 import re
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,11 +65,12 @@ def slugify(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
 
-def parse_algo_spec(spec: str) -> AlgoSpec:
+def parse_algo_spec(spec: str, import_path: Sequence[str] = ()) -> AlgoSpec:
     """Parse and resolve one spec; raises ``ValueError`` naming the spec if it is not usable.
 
     Resolution imports what the spec names (the SB3 class, the user's module), so a typo fails here, before
-    any run starts.
+    any run starts. ``import_path`` is used for ``package.module:attr`` specs only (see
+    :func:`resolve_external`).
 
     Example:
         >>> parse_algo_spec("ours:rloo-scratch")
@@ -83,12 +98,41 @@ def parse_algo_spec(spec: str) -> AlgoSpec:
         except (ValueError, ImportError) as e:
             raise ValueError(f"bad algorithm spec {spec!r}: {e}") from e
         return AlgoSpec(spec, "sb3", spec)
-    resolve_external(spec)
+    resolve_external(spec, import_path)
     return AlgoSpec(spec, "external", spec)
 
 
-def resolve_external(spec: str) -> Any:
+@contextlib.contextmanager
+def appended_to_sys_path(dirs: Sequence[str]) -> Iterator[list[str]]:
+    """Append ``dirs`` (made absolute) to the *end* of ``sys.path`` for the duration of the block.
+
+    Appended, never prepended: a module in ``dirs`` is found only if nothing installed has its name.
+    Directories already on ``sys.path`` are left where they are; the ones added are removed afterwards.
+
+    Example:
+        >>> with appended_to_sys_path(["."]) as added:
+        ...     sys.path[-len(added):] == added if added else True
+        True
+    """
+    added = []
+    for d in dirs:
+        path = os.path.abspath(d)
+        if path not in sys.path and path not in added:
+            added.append(path)
+    sys.path.extend(added)
+    try:
+        yield added
+    finally:
+        for path in added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(path)
+
+
+def resolve_external(spec: str, import_path: Sequence[str] = ()) -> Any:
     """Import ``package.module:attr`` (``attr`` may be dotted) and check it has a usable shape.
+
+    The module is imported with the directories of ``import_path`` appended to ``sys.path`` for the import
+    only (:func:`appended_to_sys_path`): an installed module of the same name always wins.
 
     Returns the class (with ``learn`` and ``predict``) or the function ``(env_id, budget, seed)``.
     """
@@ -96,7 +140,8 @@ def resolve_external(spec: str) -> Any:
     if not _MODULE_RE.match(module_name) or not attr or not all(p.isidentifier() for p in attr.split(".")):
         raise ValueError(f"bad algorithm spec {spec!r}: {SPEC_HELP}")
     try:
-        obj: Any = importlib.import_module(module_name)
+        with appended_to_sys_path(import_path):
+            obj: Any = importlib.import_module(module_name)
     except ImportError as e:
         raise ValueError(f"bad algorithm spec {spec!r}: cannot import module {module_name!r} ({e})") from e
     for part in attr.split("."):

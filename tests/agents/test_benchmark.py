@@ -8,6 +8,8 @@ import dataclasses
 import json
 import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -370,3 +372,102 @@ def test_run_result_round_trips_through_its_json_and_rejects_malformed_files() -
         bm.RunResult.from_dict({k: v for k, v in data.items() if k != "curve"}, "runs/x.json")
     with pytest.raises(ValueError, match="status is 'failed'"):
         bm.RunResult.from_dict({**data, "status": "failed"})
+
+
+# ---- where a user's module is looked up (issue 13, item 2) ------------------------------------------------
+REPO = Path(__file__).resolve().parents[2]
+# modules the harness imports lazily, after the CLI has started: each writes a marker file if it is ever
+# imported from the working directory instead of from the installed packages
+SHADOWS = ("matplotlib", "stable_baselines3", "sb3_contrib")
+
+
+def _plant_shadows(cwd: Path) -> Path:
+    marker = cwd / "shadowed.txt"
+    for name in SHADOWS:
+        source = (
+            f"import pathlib\nwith pathlib.Path({str(marker)!r}).open('a') as f:\n"
+            f"    f.write({name + ' '!r})\n"
+        )
+        (cwd / f"{name}.py").write_text(source)
+    return marker
+
+
+def _text_env(argv: list[str], cwd: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run the CLI as the ``text-env`` console script does: a launcher outside ``cwd`` (so ``sys.path[0]``
+    is the launcher's directory, not the working directory) and only the repository on PYTHONPATH."""
+    launcher = tmp_path / "bin" / "text_env_launcher.py"
+    launcher.parent.mkdir(exist_ok=True)
+    launcher.write_text("import sys\nfrom agents.cli import main\nsys.exit(main())\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    env.update(PYTHONPATH=str(REPO), TEXT_ENV_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, str(launcher), "benchmark", *argv],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+TINY_CLI = ["--seeds", "1", "--budget", "16", "--eval-every", "16", "--eval-episodes", "2", "--workers", "1",
+            "--reps", "20", "--sft-steps", "1"]  # fmt: skip
+
+
+@pytest.mark.expensive
+def test_a_module_in_the_working_directory_never_shadows_what_the_harness_imports(tmp_path: Path) -> None:
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    marker = _plant_shadows(cwd)
+    proc = _text_env(
+        ["--algos", "ours:ppo", "--envs", "TextEnv/Arithmetic-D1-v0", *TINY_CLI, "--out", str(cwd / "out"),
+         "--algo-kwargs", '{"ours:ppo": {"n_envs": 4}}'],
+        cwd, tmp_path,
+    )  # fmt: skip
+    assert not marker.exists(), f"imported from the working directory: {marker.read_text().split()}"
+    assert proc.returncode == 0, proc.stderr
+    assert (cwd / "out" / "curves.png").exists()  # the real matplotlib drew it
+
+
+@pytest.mark.expensive
+def test_a_users_module_is_found_in_the_working_directory_or_import_path_without_shadowing(
+    tmp_path: Path,
+) -> None:
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    marker = _plant_shadows(cwd)
+    (cwd / "my_copy_algo.py").write_text((HERE / "external_algo.py").read_text())
+    elsewhere = tmp_path / "algos"
+    elsewhere.mkdir()
+    (elsewhere / "other_algo.py").write_text((HERE / "external_algo.py").read_text())
+    proc = _text_env(
+        ["--algos", "my_copy_algo:make_copy", "other_algo:CopyPrompt", "--import-path", ".", str(elsewhere),
+         "--envs", COPY, *TINY_CLI, "--out", str(cwd / "out")],
+        cwd, tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert not marker.exists(), f"imported from the working directory: {marker.read_text().split()}"
+    runs = json.loads((cwd / "out" / "results.json").read_text())["runs"]
+    assert {r["algo"]: r["final"]["success_rate"] for r in runs} == {
+        "my_copy_algo:make_copy": 1.0,
+        "other_algo:CopyPrompt": 1.0,
+    }
+
+    # without --import-path the other directory is not searched
+    proc = _text_env(["--algos", "other_algo:CopyPrompt", "--envs", COPY, *TINY_CLI], cwd, tmp_path)
+    assert proc.returncode == 2 and "cannot import module 'other_algo'" in proc.stderr
+
+
+def test_resolve_external_appends_the_import_path_only_while_importing(tmp_path: Path) -> None:
+    from agents.harness.specs import resolve_external
+
+    (tmp_path / "harness_probe_algo.py").write_text(
+        "import sys\nPATH_AT_IMPORT = list(sys.path)\ndef make(env_id, budget, seed):\n    return None\n"
+    )
+    before = list(sys.path)
+    try:
+        fn = resolve_external("harness_probe_algo:make", import_path=[str(tmp_path)])
+        assert callable(fn)
+        at_import = sys.modules["harness_probe_algo"].PATH_AT_IMPORT
+        assert at_import[-1] == str(tmp_path) and at_import[:-1] == before  # appended, never first
+        assert sys.path == before  # and gone again
+    finally:
+        sys.modules.pop("harness_probe_algo", None)
+    with pytest.raises(ValueError, match="cannot import module 'harness_probe_algo'"):
+        resolve_external("harness_probe_algo:make")  # not on the path without import_path
