@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agents.harness.specs import AlgoSpec
 
-FORMAT_VERSION = 1
+# 2: SB3 gets the update of its last full rollout, a function algorithm's steps are unknown (None), and
+# every run records its update count: results of version 1 are rerun, not mixed in.
+FORMAT_VERSION = 2
 
 # The embedded default: three fast synthetic envs, our two best agents against SB3's PPO and A2C, three
 # seeds. The budget is sized so that the whole suite takes ≤ 10 minutes on 2 CPU cores (measured; see the

@@ -160,7 +160,7 @@ def execute_plan(
             say(
                 f"[{n}/{total}] {res.env} {res.algo} seed {res.seed}: "
                 f"success {f['success_rate']:.3f} return {f['mean_return']:.3f} "
-                f"({res.steps} tokens, {res.wall_seconds:.1f}s)"
+                f"({'unknown' if res.steps is None else res.steps} tokens, {res.wall_seconds:.1f}s)"
             )
         else:
             failed.append(res)

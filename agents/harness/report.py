@@ -52,13 +52,13 @@ def format_table(summary: dict[str, Any], markdown: bool = False) -> str:
         "tok/s",
     ]
     rows = []
-    for env, algos in summary["per_env"].items():
+    for env, algos in summary["per_env"].items():  # tokens and tok/s: "—" where the steps are unknown
         for algo, row in algos.items():
             rows.append(
                 [
                     env, algo, str(row["n"]), ci(row.get("success", {}).get("mean")),
                     ci(row.get("success", {}).get("iqm")), ci(row.get("return", {}).get("mean")),
-                    f"{row['steps']:.0f}", f"{row['steps_per_second']:.0f}",
+                    _number(row["steps"]), _number(row["steps_per_second"]),
                 ]
             )  # fmt: skip
     for algo in summary["aggregate"].get("success", summary["aggregate"].get("return", {})):
@@ -66,6 +66,11 @@ def format_table(summary: dict[str, Any], markdown: bool = False) -> str:
         r = summary["aggregate"].get("return", {}).get(algo, {})
         rows.append(["(suite)", algo, "", ci(s.get("mean")), ci(s.get("iqm")), ci(r.get("mean")), "", ""])
     return _render(header, rows, markdown)
+
+
+def _number(x: float) -> str:
+    """A whole number, or "—" where it is unknown (NaN: e.g. a function algorithm's steps)."""
+    return "—" if x is None or np.isnan(x) else f"{x:.0f}"
 
 
 def _render(header: list[str], rows: list[list[str]], markdown: bool) -> str:
@@ -263,7 +268,7 @@ def render_report(result: BenchmarkResult, plots: Sequence[str]) -> str:
         lines += ["## Where each algorithm started (test success at step 0, mean over seeds)", "", step0, ""]
     notes = list(summary["notes"])
     for r in result.runs:
-        if r.steps > r.budget:
+        if r.steps is not None and r.steps > r.budget:
             notes.append(f"{r.name} took {r.steps} steps, more than the budget {r.budget}")
     notes += [f"FAILED {f.name}: {f.error}" for f in result.failed]
     if notes:

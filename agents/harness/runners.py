@@ -66,8 +66,8 @@ class RunResult:
     """The budget of env steps."""
     key: dict[str, Any]
     """Every setting that changes the result (:meth:`RunSpec.key`): a resumed run must match it."""
-    steps: int
-    """Env steps the algorithm took."""
+    steps: int | None
+    """Env steps the algorithm took (None where the harness cannot see them: a function algorithm)."""
     final: dict[str, float]
     """``success_rate`` and ``mean_return`` of the last evaluation."""
     curve: list[dict[str, Any]]
@@ -78,14 +78,16 @@ class RunResult:
     """Seconds spent in evaluations."""
     wall_seconds: float
     """Wall time of the whole run."""
-    steps_per_second: float
-    """Training throughput: ``steps / train_seconds``."""
+    steps_per_second: float | None
+    """Training throughput: ``steps / train_seconds`` (None where the steps are unknown)."""
     hparams: dict[str, Any]
     """The algorithm's hyperparameters as run."""
     sft: dict[str, Any] | None
     """The supervised warm start (steps, demonstrations, demonstration tokens, seconds), or None."""
     pid: int
     """The process that ran it."""
+    updates: int | None = None
+    """Updates the algorithm made, as it counts them (SB3's ``train/n_updates``; our agents' iterations)."""
 
     status = "done"
 
@@ -104,7 +106,7 @@ class RunResult:
         if data.get("status") != "done":
             raise ValueError(f"{source}: status is {data.get('status')!r}, not 'done'")
         fields = {k: v for k, v in data.items() if k != "status"}
-        missing = sorted(_RESULT_FIELDS - set(fields))
+        missing = sorted(_REQUIRED_FIELDS - set(fields))
         extra = sorted(set(fields) - _RESULT_FIELDS)
         if missing or extra:
             raise ValueError(f"{source}: missing keys {missing}, unknown keys {extra}")
@@ -117,6 +119,11 @@ class RunResult:
 
 
 _RESULT_FIELDS = frozenset(f.name for f in dataclasses.fields(RunResult))
+_REQUIRED_FIELDS = frozenset(
+    f.name
+    for f in dataclasses.fields(RunResult)
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+)
 
 
 @dataclass
@@ -178,7 +185,8 @@ class EvalSchedule:
     """The evaluation grid ``0, e, 2e, ..., budget`` and the curve recorded on it.
 
     ``target`` is the grid point (what curves are plotted and aggregated on); ``step`` is the env steps the
-    algorithm had actually taken when it was evaluated (≥ target during training, ≤ budget at the end).
+    algorithm had actually taken when it was evaluated (≥ target during training, ≤ budget at the end;
+    None where they are unknown).
     """
 
     def __init__(
@@ -191,12 +199,12 @@ class EvalSchedule:
         self.eval_seconds = 0.0
         self._next = 0
 
-    def _record(self, targets: Iterable[int], step: int) -> None:
+    def _record(self, targets: Iterable[int], step: int | None) -> None:
         t0 = time.perf_counter()
         metrics = self.evaluate()
         self.eval_seconds += time.perf_counter() - t0
         for t in targets:
-            self.curve.append({"target": int(t), "step": int(step), **metrics})
+            self.curve.append({"target": int(t), "step": None if step is None else int(step), **metrics})
 
     def maybe_eval(self, step: int) -> None:
         """Evaluate once if ``step`` has reached the next grid points before the budget."""
@@ -211,8 +219,9 @@ class EvalSchedule:
         if due:
             self._record(due, step)
 
-    def finish(self, step: int) -> None:
-        """The final evaluation, recorded on every grid point not reached yet (the budget included)."""
+    def finish(self, step: int | None) -> None:
+        """The final evaluation, recorded on every grid point not reached yet (the budget included);
+        ``step`` None: the algorithm's steps are unknown."""
         rest = self.targets[self._next :]
         self._next = len(self.targets)
         if rest:
@@ -266,7 +275,7 @@ def make_env(env_id: str, env_kwargs: dict[str, Any], split: str = "train") -> g
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Running one algorithm: each runner returns steps, seconds, eval_seconds, curve, hparams, sft
+# Running one algorithm: each runner returns steps, seconds, eval_seconds, curve, hparams, sft, updates
 
 
 def run_ours(run: RunSpec, spec: AlgoSpec) -> dict[str, Any]:
@@ -316,6 +325,7 @@ def run_ours(run: RunSpec, spec: AlgoSpec) -> dict[str, Any]:
         "curve": schedule.curve,
         "hparams": jsonable(agent.hparams),
         "sft": sft_info,
+        "updates": getattr(agent, "iteration", None),
     }
 
 
@@ -359,7 +369,12 @@ def run_sb3(run: RunSpec, spec: AlgoSpec) -> dict[str, Any]:
     if "buffer_size" in inspect.signature(cls.__init__).parameters and "buffer_size" not in kwargs:
         kwargs["buffer_size"] = min(1_000_000, run.budget)  # holds the whole run: same as SB3's 1e6 here
     t0 = time.perf_counter()
-    model = make_sb3(cls, run.env_id, run.seed, env_kwargs=env_kwargs, **kwargs)
+    # the budget is enforced by the env, not by the callback: SB3 trains on a rollout only after its last
+    # step's callback returns, so a callback that stops at the budget would skip the update that the
+    # budget's last rollout paid for (PPO, n_steps 256, budget 512: 1 update instead of 2). The env instead
+    # refuses step budget + 1, which only a rollout that would cross the budget ever asks for.
+    train_env = StepBudget(make_env(run.env_id, env_kwargs), run.budget)
+    model = make_sb3(cls, train_env, run.seed, **kwargs)
     n_steps = getattr(model, "n_steps", None)
     if isinstance(n_steps, int) and run.budget % n_steps > 0.05 * run.budget:
         logger.warning(
@@ -370,16 +385,19 @@ def run_sb3(run: RunSpec, spec: AlgoSpec) -> dict[str, Any]:
     schedule = EvalSchedule(
         run.budget, run.eval_every, lambda: evaluate_predictor(model, eval_env, run.n_eval)
     )
-    budget = run.budget
 
-    class EvalAndStop(SB3Callback):
+    class Evaluate(SB3Callback):
         def _on_step(self) -> bool:
             schedule.maybe_eval(self.num_timesteps)
-            return self.num_timesteps < budget  # stop at exactly the budget
+            return True
 
     schedule.maybe_eval(0)
-    model.learn(total_timesteps=budget, callback=EvalAndStop())
+    try:
+        model.learn(total_timesteps=run.budget, callback=Evaluate())
+    except BudgetExhausted:  # a partial last rollout (or ARS candidate) that the budget did not pay for
+        logger.info("%s: stopped at the budget of %d env steps", run.name, run.budget)
     schedule.finish(model.num_timesteps)
+    train_env.close()
     eval_env.close()
     hparams = dict(kwargs)
     for name in (
@@ -402,11 +420,13 @@ def run_sb3(run: RunSpec, spec: AlgoSpec) -> dict[str, Any]:
         "curve": schedule.curve,
         "hparams": jsonable(hparams),
         "sft": None,
+        "updates": int(model._n_updates) if hasattr(model, "_n_updates") else None,  # train/n_updates
     }
 
 
 class StepBudget(gym.Wrapper):
-    """Counts an external algorithm's env steps, evaluates it on schedule, and stops it at the budget."""
+    """Counts an algorithm's env steps, evaluates it on schedule, and stops it at the budget: step
+    ``budget + 1`` raises :class:`BudgetExhausted` before it is taken."""
 
     def __init__(self, env: gym.Env, budget: int) -> None:
         super().__init__(env)
@@ -450,20 +470,22 @@ def run_external(run: RunSpec, spec: AlgoSpec) -> dict[str, Any]:
         model = algo(run.env_id, run.budget, run.seed, **kwargs)
         if not callable(getattr(model, "predict", None)):
             raise TypeError(f"{spec.spec} returned {type(model).__name__}, which has no predict(obs, ...)")
-        # the steps of a function algorithm are invisible to the harness: only its final point is known
+        # the steps of a function algorithm are invisible to the harness: only its final point is known,
+        # and its steps (and so its throughput) are unknown, not the budget
         schedule = EvalSchedule(
             run.budget, run.budget, lambda: evaluate_predictor(model, eval_env, run.n_eval), start=False
         )
-        steps = run.budget
+        steps = None
     schedule.finish(steps)
     eval_env.close()
     return {
-        "steps": int(steps),
+        "steps": None if steps is None else int(steps),
         "seconds": time.perf_counter() - t0,
         "eval_seconds": schedule.eval_seconds,
         "curve": schedule.curve,
         "hparams": jsonable({k: v for k, v in kwargs.items() if k != "env_kwargs"}),
         "sft": None,
+        "updates": None,
     }
 
 
@@ -520,10 +542,11 @@ def execute_run(run: RunSpec, out: str, import_path: Sequence[str] = ()) -> RunR
         train_seconds=seconds - eval_s,
         eval_seconds=eval_s,
         wall_seconds=time.perf_counter() - t0,
-        steps_per_second=res["steps"] / max(seconds - eval_s, 1e-9),
+        steps_per_second=None if res["steps"] is None else res["steps"] / max(seconds - eval_s, 1e-9),
         hparams=res["hparams"],
         sft=res["sft"],
         pid=os.getpid(),
+        updates=res["updates"],
     )
     atomic_write_json(run_path(Path(out), run), result.to_dict(), indent=1)
     return result

@@ -9,7 +9,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,9 +19,41 @@ import numpy as np
 from agents import stats
 from agents.harness.runners import RunResult
 
+logger = logging.getLogger(__name__)
+
 
 def _score(run: RunResult, metric: str) -> float:
     return float(run.final[metric])
+
+
+def _mean_or_nan(values: Sequence[float | None]) -> float:
+    return float("nan") if any(v is None for v in values) else float(np.mean(values))
+
+
+class _SingleRunNotes(logging.Filter):
+    """Collects :mod:`agents.stats`' "has a single run" warnings (one per estimate) instead of logging
+    them: :func:`summarize` turns them into one note that names the env and algorithm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "has a single run" in str(record.msg):
+            self.dropped += 1
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _quiet_single_runs() -> Iterator[_SingleRunNotes]:
+    stats_logger = logging.getLogger(stats.__name__)
+    notes = _SingleRunNotes()
+    stats_logger.addFilter(notes)
+    try:
+        yield notes
+    finally:
+        stats_logger.removeFilter(notes)
 
 
 def summarize(
@@ -37,8 +71,35 @@ def summarize(
         ``{"per_env": {env: {algo: {"n", "success": {"mean", "iqm"}, "return": {...}, "steps",
         "train_seconds"}}}, "aggregate": {metric: {algo: {"iqm", "mean"}}}, "poi": {metric: {"a>b": est}},
         "curves": {env: {algo: [{"target", "mean", "lo", "hi", "n"}]}}, "notes": [...]}`` where every
-        estimate is ``{"point", "lo", "hi"}``.
+        estimate is ``{"point", "lo", "hi"}``. A pair (env, algorithm) with a single run gets zero-width
+        intervals; one note (and one warning) names every such pair.
     """
+    with _quiet_single_runs():
+        summary = _summarize(runs, envs, algos, reps, seed)
+    pairs = list(dict.fromkeys((r.env, r.algo) for r in runs))
+    several = _pairs_with_several_runs(runs)
+    single = [p for p in pairs if p not in several]
+    if single:
+        if len(single) == len(pairs):
+            names = "every env and algorithm (" + ", ".join(dict.fromkeys(a for _, a in pairs)) + ")"
+        else:
+            names = ", ".join(f"{algo} on {env}" for env, algo in single)
+        note = f"a single run (seed) for {names}: their 95% intervals have zero width; use more seeds"
+        summary["notes"].append(note)
+        logger.warning(note)
+    return summary
+
+
+def _pairs_with_several_runs(runs: Sequence[RunResult]) -> set[tuple[str, str]]:
+    counts: dict[tuple[str, str], int] = {}
+    for r in runs:
+        counts[r.env, r.algo] = counts.get((r.env, r.algo), 0) + 1
+    return {k for k, n in counts.items() if n > 1}
+
+
+def _summarize(
+    runs: Sequence[RunResult], envs: Sequence[str], algos: Sequence[str], reps: int, seed: int
+) -> dict[str, Any]:
     notes: list[str] = []
     by: dict[tuple[str, str], list[RunResult]] = {}
     for r in runs:
@@ -66,9 +127,10 @@ def summarize(
                     env_has_success = env_has_success and label != "success"
                     continue
                 row[label] = estimates(values[:, None], f"{env}/{algo}/{label}")
-            row["steps"] = float(np.mean([r.steps for r in rs]))
+            # unknown steps (a function algorithm) stay unknown: NaN, never the budget
+            row["steps"] = _mean_or_nan([r.steps for r in rs])
             row["train_seconds"] = float(np.mean([r.train_seconds for r in rs]))
-            row["steps_per_second"] = float(np.mean([r.steps_per_second for r in rs]))
+            row["steps_per_second"] = _mean_or_nan([r.steps_per_second for r in rs])
             per_env[env][algo] = row
         if env_has_success:
             success_envs.append(env)
@@ -130,9 +192,9 @@ def _curve_stats(
                     continue
                 use_success = not np.isnan(vals[:, 0]).any()
                 v = vals[:, 0] if use_success else vals[:, 1]
-                e = stats.aggregate_with_ci({"c": v[:, None]}, {"mean": stats.mean}, reps=reps, seed=seed)[
-                    "c"
-                ]["mean"]
+                name = f"{env}/{algo}/curve"  # the bootstrap stream is seeded by this name
+                e = stats.aggregate_with_ci({name: v[:, None]}, {"mean": stats.mean}, reps=reps, seed=seed)
+                e = e[name]["mean"]
                 series.append(
                     {
                         "target": target,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 import os
 import shlex
 import subprocess
@@ -50,7 +51,10 @@ def test_external_algorithms_end_to_end(tmp_path: Path, external: None) -> None:
     assert cls_run.steps == 60
     assert [p["target"] for p in cls_run.curve] == [0, 20, 40, 60]
     assert cls_run.final["success_rate"] == 1.0  # the scripted copier solves every test prompt
-    assert [p["target"] for p in by["external_algo:make_copy", 1].curve] == [60]  # function form: final only
+    fn_run = by["external_algo:make_copy", 1]
+    assert [p["target"] for p in fn_run.curve] == [60]  # function form: final point only,
+    assert fn_run.steps is None and fn_run.steps_per_second is None  # and its steps are unknown
+    assert fn_run.curve[0]["step"] is None
 
     summary = result.summary
     assert summary["aggregate"]["success"]["external_algo:CopyPrompt"]["iqm"] == {
@@ -70,6 +74,8 @@ def test_external_algorithms_end_to_end(tmp_path: Path, external: None) -> None:
     assert len(rows) == 2 * 4 + 2 * 1  # every curve point of every run
     assert json.loads((tmp_path / "results.json").read_text())["config"]["budget"] == 60
     report = (tmp_path / "report.md").read_text()
+    row = next(line for line in report.splitlines() if "external_algo:make_copy | 2" in line)
+    assert row.rstrip(" |").endswith("| — | —"), row  # tokens and tok/s: unknown, not the budget
     assert "external_algo:CopyPrompt" in report and "Probability of improvement" in report
     assert "![curves.png](curves.png)" in report and "60 env steps" in report
     for png in ("curves.png", "aggregate_iqm.png"):
@@ -471,3 +477,70 @@ def test_resolve_external_appends_the_import_path_only_while_importing(tmp_path:
         sys.modules.pop("harness_probe_algo", None)
     with pytest.raises(ValueError, match="cannot import module 'harness_probe_algo'"):
         resolve_external("harness_probe_algo:make")  # not on the path without import_path
+
+
+# ---- fairness (issue 16, item 2) --------------------------------------------------------------------------
+@pytest.mark.expensive
+def test_sb3_and_sb3_contrib_run_to_completion_with_every_update_their_budget_paid_for(
+    tmp_path: Path,
+) -> None:
+    """PPO (n_steps 128) at a budget of 512 makes 4 updates, not 3: stopping SB3 at the budget used to skip
+    the update of its last rollout. TRPO gets past its first update (double backward through the
+    extractor's attention), ARS runs (its policy takes no extractor), QR-DQN trains every train_freq steps."""
+    algo_kwargs = {
+        "sb3:PPO": {"n_steps": 128, "batch_size": 64, "n_epochs": 1},
+        "sb3:A2C": {"n_steps": 16},
+        "sb3_contrib:TRPO": {"n_steps": 128, "batch_size": 128},
+        "sb3_contrib:ARS": {"n_delta": 2},
+        "sb3_contrib:QRDQN": {"learning_starts": 0, "train_freq": 4, "batch_size": 16},
+    }
+    cfg = tiny_config(
+        tmp_path,
+        algos=list(algo_kwargs),
+        algo_kwargs=algo_kwargs,
+        seeds=1,
+        budget=512,
+        eval_every=256,
+        n_eval=2,
+    )
+    result = bm.run_benchmark(cfg)
+    assert result.failed == []
+    by = {r.algo: r for r in result.runs}
+    assert set(by) == set(algo_kwargs)
+    assert by["sb3:PPO"].updates == 512 // 128  # n_epochs 1: one update per rollout
+    assert by["sb3:A2C"].updates == 512 // 16
+    assert by["sb3_contrib:TRPO"].updates == 512 // 128
+    assert by["sb3_contrib:QRDQN"].updates == 512 // 4
+    assert by["sb3_contrib:ARS"].updates >= 1
+    for r in result.runs:
+        assert r.steps <= 512, r.name  # the budget still holds
+        if r.algo != "sb3_contrib:ARS":  # ARS stops inside a candidate's episode
+            assert r.steps == 512, r.name
+
+
+def test_a_partial_last_rollout_is_cut_at_the_budget(tmp_path: Path) -> None:
+    """A budget that is not a multiple of the rollout: the steps stop at the budget, and the rollout that
+    would cross it is collected up to the budget but not trained on."""
+    kwargs = {"sb3:A2C": {"n_steps": 8}}
+    cfg = tiny_config(
+        tmp_path, algos=["sb3:A2C"], algo_kwargs=kwargs, seeds=1, budget=60, eval_every=60, n_eval=2
+    )
+    (run,) = bm.run_benchmark(cfg).runs
+    assert run.steps == 60 and run.updates == 60 // 8
+
+
+def test_one_seed_gives_one_note_with_the_real_names(caplog: pytest.LogCaptureFixture) -> None:
+    runs = [r for r in hand_runs() if r.seed == 0]
+    with caplog.at_level(logging.WARNING):
+        s = bm.summarize(runs, ["A", "B"], ["x", "y"], reps=50)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "single run (seed) for every env and algorithm (x, y)" in warnings[0], warnings
+    assert "'c'" not in warnings[0] and warnings[0] in s["notes"]
+
+    runs = [r for r in hand_runs() if r.seed == 0 or r.algo == "x"]  # only y has one seed
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        s = bm.summarize(runs, ["A", "B"], ["x", "y"], reps=50)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "single run (seed) for y on A, y on B:" in warnings[0], warnings
