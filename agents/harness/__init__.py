@@ -69,9 +69,11 @@ from agents.harness.config import (
     SFT_KWARGS,
     BenchmarkConfig,
     RunSpec,
+    parse_shard,
     plan_runs,
+    shard_runs,
 )
-from agents.harness.pool import BenchmarkResult, execute_plan, run_benchmark
+from agents.harness.pool import BenchmarkResult, aggregate_benchmark, execute_plan, run_benchmark
 from agents.harness.report import (
     format_poi,
     format_table,
@@ -115,6 +117,7 @@ __all__ = [
     "RunSpec",
     "add_benchmark_command",
     "add_dataclass_arguments",
+    "aggregate_benchmark",
     "benchmark_command",
     "dataclass_from_args",
     "dataclass_to_argv",
@@ -126,11 +129,13 @@ __all__ = [
     "load_finished",
     "machine_info",
     "parse_algo_spec",
+    "parse_shard",
     "plan_runs",
     "plot_results",
     "render_report",
     "resolve_external",
     "run_benchmark",
+    "shard_runs",
     "slugify",
     "summarize",
     "validate_env",

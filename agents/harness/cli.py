@@ -448,35 +448,65 @@ def add_benchmark_command(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="a ~1 minute smoke version of the default suite (its own defaults; flags still override them)",
     )
+    p.add_argument(
+        "--aggregate",
+        action="store_true",
+        help="run nothing: summarize the run files already in --out (e.g. from --shard jobs) into the table, "
+        "plots and report, and name the planned runs that are missing",
+    )
     p.set_defaults(func=_run_benchmark_command)
 
 
 def _run_benchmark_command(args: argparse.Namespace) -> int:
-    from agents.harness.pool import run_benchmark
+    from agents.harness.pool import aggregate_benchmark, run_benchmark
     from agents.harness.report import ci, format_table
 
     # nothing is put on sys.path here: a package.module:attr spec's module is looked up in --import-path
     # (default: the current directory) after every installed package, and only while it is imported
     config = dataclass_from_args(BenchmarkConfig, args, defaults=cli_defaults(args.quick))
+    if args.aggregate and config.shard is not None:
+        raise ValueError("--aggregate reads every shard's runs: leave out --shard")
     config.validate()  # every spec and env id, before anything runs
     n_runs = len(config.envs) * len(config.algos) * config.seeds
-    print(
-        f"benchmark: {len(config.algos)} algorithms × {len(config.envs)} envs × {config.seeds} seeds = "
-        f"{n_runs} runs, {config.budget} tokens each, {config.workers} worker(s) → {config.out}",
-        flush=True,
-    )
-    result = run_benchmark(config, progress=lambda line: print(line, flush=True))
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    if args.aggregate:
+        result = aggregate_benchmark(config, progress=say)
+    else:
+        print(
+            f"benchmark: {len(config.algos)} algorithms × {len(config.envs)} envs × {config.seeds} seeds = "
+            f"{n_runs} runs, {config.budget} tokens each, "
+            + (f"{config.workers} worker(s)" if config.executor == "process" else "on Ray")
+            + f" → {config.out}",
+            flush=True,
+        )
+        result = run_benchmark(config, progress=say)
     print()
     print(format_table(result.summary))
     print()
     agg = result.summary["aggregate"].get("success", {})
-    if agg:
+    if agg and result.wrote_outputs:
         print("IQM final success over the suite: " + ", ".join(f"{a} {ci(v['iqm'])}" for a, v in agg.items()))
-    print(f"wall time {result.wall_seconds:.0f} s; report: {result.report_path}")
+    if result.wrote_outputs:
+        print(f"wall time {result.wall_seconds:.0f} s; report: {result.report_path}")
+    else:
+        print(
+            f"shard {config.shard}: {len(result.runs)} run(s) in {Path(config.out) / 'runs'}; when every "
+            f"shard has finished: {benchmark_command(dataclasses.replace(config, shard=None))} --aggregate"
+        )
+    code = 0
     if result.failed:
         print(
             f"{len(result.failed)} run(s) failed (see the report); rerun the same command to retry them",
             file=sys.stderr,
         )
-        return 1
-    return 0
+        code = 1
+    if args.aggregate and result.missing:
+        print(
+            f"{len(result.missing)} of {n_runs} planned run(s) have no result: {', '.join(result.missing)}",
+            file=sys.stderr,
+        )
+        code = 1
+    return code

@@ -10,11 +10,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from agents.harness.specs import AlgoSpec
@@ -90,6 +92,14 @@ class BenchmarkConfig:
     """Bootstrap replicates for the confidence intervals."""
     import_path: Sequence[str] = field(default=(".",), metadata={"nargs": "*", "metavar": "DIR"})
     """Where a package.module:attr spec's module may also be found: searched after every installed package."""
+    shard: str | None = field(default=None, metadata={"metavar": "I/N"})
+    """Run only slice I of N (0 ≤ I < N) of the run plan, e.g. a Slurm array task; then aggregate."""
+    executor: Literal["process", "ray"] = "process"
+    """Where runs execute: process (here, or a pool of `workers` processes) or ray (a Ray task per run)."""
+    max_retries: int = 3
+    """Ray: times a run lost with its worker or node is resubmitted before it is reported as failed."""
+    gpus_per_run: float = 0.25
+    """Ray: the fraction of a GPU each task of a run on a GPU reserves (runs on the CPU reserve none)."""
     command: str | None = field(default=None, metadata={"cli": False})
     """The command line that reproduces this benchmark (for the report); generated from the fields if None."""
 
@@ -113,6 +123,20 @@ class BenchmarkConfig:
                 raise ValueError(f"{name} has duplicates: {list(items)}")
         if isinstance(self.import_path, str) or not all(isinstance(p, str) for p in self.import_path):
             raise ValueError(f"import_path must be a list of directories, got {self.import_path!r}")
+        if self.shard is not None:
+            parse_shard(self.shard)
+        if self.executor not in ("process", "ray"):
+            raise ValueError(f"executor must be 'process' or 'ray', got {self.executor!r}")
+        if self.executor == "ray" and importlib.util.find_spec("ray") is None:
+            raise ValueError("executor 'ray' needs the ray package: pip install 'text-env[ray]'")
+        if (
+            isinstance(self.max_retries, bool)
+            or not isinstance(self.max_retries, int)
+            or self.max_retries < 0
+        ):
+            raise ValueError(f"max_retries must be an int ≥ 0, got {self.max_retries!r}")
+        if isinstance(self.gpus_per_run, bool) or not 0 < self.gpus_per_run <= 1:
+            raise ValueError(f"gpus_per_run must be in (0, 1], got {self.gpus_per_run!r}")
         if not isinstance(self.env_kwargs, dict):
             raise TypeError(f"env_kwargs must be a dict, got {self.env_kwargs!r}")
         unknown = set(self.algo_kwargs) - set(self.algos)
@@ -171,6 +195,49 @@ def plan_runs(config: BenchmarkConfig, specs: Sequence[AlgoSpec]) -> list[RunSpe
                     )
                 )
     return runs
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` → ``(I, N)`` with ``0 ≤ I < N``; anything else raises ``ValueError`` naming it.
+
+    Example:
+        >>> parse_shard("3/8")
+        (3, 8)
+    """
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text) if isinstance(text, str) else None
+    if m is None or not int(m.group(1)) < int(m.group(2)):
+        raise ValueError(f"shard must be 'I/N' with 0 ≤ I < N (e.g. '0/4'), got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def shard_runs(runs: Sequence[RunSpec], shard: tuple[int, int]) -> list[RunSpec]:
+    """Slice ``I`` of ``N`` of the plan: deterministic, disjoint, and together the whole plan.
+
+    The plan is cut into units in plan order — the ``ours:<name>`` runs of one (env, seed) that share a
+    supervised warm start form one unit (so that a shard trains it once), every other run is a unit of its
+    own — and each unit in turn goes to the slice with the fewest runs so far (the lowest index on a tie):
+    the slices differ by at most one unit, and each gets a mix of envs and algorithms.
+
+    Example:
+        >>> from agents.harness.specs import AlgoSpec
+        >>> spec = AlgoSpec("my_algo:make", "external", "my_algo:make")
+        >>> plan = plan_runs(BenchmarkConfig(envs=["TextEnv/Copy-L4-v0"], seeds=4), [spec])
+        >>> [r.seed for r in shard_runs(plan, (1, 2))]
+        [1, 3]
+    """
+    i, n = shard
+    units: dict[Any, list[RunSpec]] = {}
+    for r in runs:
+        key = (
+            (r.env_id, r.seed, json.dumps(r.settings["sft"], sort_keys=True))
+            if "sft" in r.settings
+            else r.name
+        )
+        units.setdefault(key, []).append(r)
+    slices: list[list[RunSpec]] = [[] for _ in range(n)]
+    for unit in units.values():
+        min(slices, key=len).extend(unit)  # min() takes the first of equals: deterministic
+    return slices[i]
 
 
 def jsonable(x: Any) -> Any:

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import platform
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -227,7 +228,7 @@ def render_report(result: BenchmarkResult, plots: Sequence[str]) -> str:
         f"- Machine: {m['cpu_cores']} CPU cores ({m['platform']}); Python {m['python']}, torch {m['torch']}, "
         f"gymnasium {m['gymnasium']}, stable-baselines3 {m.get('stable_baselines3', '-')}, "
         f"sb3-contrib {m.get('sb3_contrib', '-')}.",
-        f"- Workers: {cfg.workers} process(es), one torch thread each when more than one; everything on CPU.",
+        _executor_line(cfg, result.runs),
         f"- Wall time of this invocation: {result.wall_seconds:.0f} s ({len(result.executed)} runs executed, "
         f"{len(result.skipped)} resumed from disk); the runs' own wall times sum to "
         f"{sum(r.wall_seconds for r in result.runs):.0f} s; supervised warm starts of this invocation: "
@@ -271,9 +272,26 @@ def render_report(result: BenchmarkResult, plots: Sequence[str]) -> str:
         if r.steps is not None and r.steps > r.budget:
             notes.append(f"{r.name} took {r.steps} steps, more than the budget {r.budget}")
     notes += [f"FAILED {f.name}: {f.error}" for f in result.failed]
+    if result.missing:
+        notes.append(
+            f"MISSING {len(result.missing)} of the plan's runs (no result in runs/): "
+            + ", ".join(result.missing)
+        )
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)
+
+
+def _executor_line(cfg: Any, runs: Sequence[RunResult]) -> str:
+    where = Counter(f"{r.host or '?'} ({r.device or 'device unknown'})" for r in runs)
+    ran_on = "; runs ran on " + ", ".join(f"{w} × {n}" for w, n in where.items()) if where else ""
+    if cfg.executor == "ray":
+        return f"- Executor: Ray, one task (1 CPU) per run{ran_on}."
+    return (
+        f"- Workers: {cfg.workers} process(es), one torch thread each when more than one{ran_on}."
+        if ran_on
+        else f"- Workers: {cfg.workers} process(es), one torch thread each when more than one."
+    )
 
 
 def _step0_table(runs: Sequence[RunResult]) -> str:

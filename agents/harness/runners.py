@@ -13,10 +13,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import logging
 import os
+import socket
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -88,6 +90,10 @@ class RunResult:
     """The process that ran it."""
     updates: int | None = None
     """Updates the algorithm made, as it counts them (SB3's ``train/n_updates``; our agents' iterations)."""
+    host: str | None = None
+    """The machine that ran it (``socket.gethostname()``)."""
+    device: str | None = None
+    """The torch device its model trained on (``"cpu"``, ``"cuda:0 (NVIDIA H200)"``; None if unknown)."""
 
     status = "done"
 
@@ -275,7 +281,8 @@ def make_env(env_id: str, env_kwargs: dict[str, Any], split: str = "train") -> g
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Running one algorithm: each runner returns steps, seconds, eval_seconds, curve, hparams, sft, updates
+# Running one algorithm: each runner returns steps, seconds, eval_seconds, curve, hparams, sft, updates,
+# device
 
 
 def run_ours(run: RunSpec, spec: AlgoSpec) -> dict[str, Any]:
@@ -326,6 +333,7 @@ def run_ours(run: RunSpec, spec: AlgoSpec) -> dict[str, Any]:
         "hparams": jsonable(agent.hparams),
         "sft": sft_info,
         "updates": getattr(agent, "iteration", None),
+        "device": describe_device(getattr(agent, "device", None)),
     }
 
 
@@ -421,6 +429,7 @@ def run_sb3(run: RunSpec, spec: AlgoSpec) -> dict[str, Any]:
         "hparams": jsonable(hparams),
         "sft": None,
         "updates": int(model._n_updates) if hasattr(model, "_n_updates") else None,  # train/n_updates
+        "device": describe_device(model.device),
     }
 
 
@@ -486,7 +495,22 @@ def run_external(run: RunSpec, spec: AlgoSpec) -> dict[str, Any]:
         "hparams": jsonable({k: v for k, v in kwargs.items() if k != "env_kwargs"}),
         "sft": None,
         "updates": None,
+        "device": describe_device(getattr(model, "device", None)),
     }
+
+
+def describe_device(device: Any) -> str | None:
+    """``"cpu"``, ``"cuda:0 (NVIDIA H200)"``, ...; None when the algorithm does not say."""
+    if device is None:
+        return None
+    text = str(device)
+    if text.startswith("cuda"):
+        import torch
+
+        with contextlib.suppress(RuntimeError, AssertionError, ValueError):
+            index = torch.device(text).index
+            text = f"{text if index is not None else 'cuda:0'} ({torch.cuda.get_device_name(index or 0)})"
+    return text
 
 
 def _parameters(fn: Any) -> dict[str, Any]:
@@ -503,8 +527,9 @@ RUNNERS: dict[str, Callable[[RunSpec, AlgoSpec], dict[str, Any]]] = {
 }
 
 
-def execute_run(run: RunSpec, out: str, import_path: Sequence[str] = ()) -> RunResult | RunFailure:
-    """Run one (env, algorithm, seed); a finished run is written atomically to ``<out>/runs/<name>.json``.
+def execute_run(run: RunSpec, out: str | None, import_path: Sequence[str] = ()) -> RunResult | RunFailure:
+    """Run one (env, algorithm, seed); a finished run is written atomically to ``<out>/runs/<name>.json``
+    (``out`` None: not written, the caller writes it, e.g. a Ray driver for a task that ran elsewhere).
 
     ``import_path`` is where a ``package.module:attr`` spec's module may also be found
     (:func:`agents.harness.specs.resolve_external`). A failure is returned (a :class:`RunFailure` with the
@@ -547,9 +572,17 @@ def execute_run(run: RunSpec, out: str, import_path: Sequence[str] = ()) -> RunR
         sft=res["sft"],
         pid=os.getpid(),
         updates=res["updates"],
+        host=socket.gethostname(),
+        device=res["device"],
     )
-    atomic_write_json(run_path(Path(out), run), result.to_dict(), indent=1)
+    if out is not None:
+        write_run(Path(out), run, result)
     return result
+
+
+def write_run(out: Path, run: RunSpec, result: RunResult) -> None:
+    """Write a finished run atomically to ``<out>/runs/<name>.json`` (what resume and aggregate read)."""
+    atomic_write_json(run_path(out, run), result.to_dict(), indent=1)
 
 
 def sft_job(env_id: str, env_kwargs: dict[str, Any], seed: int, sft_cfg: dict[str, Any]) -> dict[str, Any]:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
 import shlex
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -387,9 +390,9 @@ REPO = Path(__file__).resolve().parents[2]
 SHADOWS = ("matplotlib", "stable_baselines3", "sb3_contrib")
 
 
-def _plant_shadows(cwd: Path) -> Path:
+def _plant_shadows(cwd: Path, names: tuple[str, ...] = SHADOWS) -> Path:
     marker = cwd / "shadowed.txt"
-    for name in SHADOWS:
+    for name in names:
         source = (
             f"import pathlib\nwith pathlib.Path({str(marker)!r}).open('a') as f:\n"
             f"    f.write({name + ' '!r})\n"
@@ -544,3 +547,140 @@ def test_one_seed_gives_one_note_with_the_real_names(caplog: pytest.LogCaptureFi
         s = bm.summarize(runs, ["A", "B"], ["x", "y"], reps=50)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "single run (seed) for y on A, y on B:" in warnings[0], warnings
+
+
+# ---- scale-out: shards, aggregate, Ray (issue 17) ---------------------------------------------------------
+def _plan(**kw) -> list[bm.RunSpec]:
+    cfg = bm.BenchmarkConfig(**{"envs": ["E1", "E2"], "seeds": 3, **kw})
+    specs = [
+        bm.AlgoSpec("ours:ppo", "ours", "ppo"),
+        bm.AlgoSpec("ours:rloo", "ours", "rloo"),
+        bm.AlgoSpec("ours:ppo-scratch", "ours", "ppo", scratch=True),
+        bm.AlgoSpec("sb3:PPO", "sb3", "sb3:PPO"),
+    ]
+    return bm.plan_runs(dataclasses.replace(cfg, algos=[s.spec for s in specs]), specs)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 30])
+def test_shards_partition_the_plan(n: int) -> None:
+    plan = _plan()
+    shards = [bm.shard_runs(plan, (i, n)) for i in range(n)]
+    names = [r.name for shard in shards for r in shard]
+    assert sorted(names) == sorted(r.name for r in plan) and len(set(names)) == len(plan)  # a partition
+    assert shards == [bm.shard_runs(_plan(), (i, n)) for i in range(n)]  # deterministic
+    sizes = [len(s) for s in shards]
+    assert max(sizes) - min(sizes) <= 2  # balanced (a unit is at most ours:ppo + ours:rloo)
+    for shard in shards:  # the runs that share a warm start share a shard
+        for r in shard:
+            if r.algo == "ours:ppo":
+                twin = next(
+                    p for p in plan if p.algo == "ours:rloo" and (p.env_id, p.seed) == (r.env_id, r.seed)
+                )
+                assert twin in shard
+
+
+@pytest.mark.parametrize("bad", ["2/2", "1", "a/b", "-1/3", "1/0"])
+def test_bad_shard_is_rejected(tmp_path: Path, external: None, bad: str) -> None:
+    with pytest.raises(ValueError, match="shard must be 'I/N'"):
+        bm.run_benchmark(tiny_config(tmp_path, shard=bad))
+
+
+def _scores(out: Path) -> tuple[str, dict]:
+    """results.csv and the summary without its timings: what must not depend on where a run ran."""
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    for rows in summary["per_env"].values():
+        for row in rows.values():
+            row.pop("train_seconds"), row.pop("steps_per_second")
+    return (out / "results.csv").read_text(), summary
+
+
+@pytest.mark.expensive
+def test_aggregate_over_shards_equals_one_unsharded_run(
+    tmp_path: Path, external: None, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["benchmark", "--algos", "external_algo:TabularMC", "ours:reinforce-scratch", "--envs", COPY,
+            "--seeds", "2", "--budget", "40", "--eval-every", "20", "--eval-episodes", "4", "--workers", "1",
+            "--reps", "100", "--algo-kwargs", '{"ours:reinforce-scratch": {"n_envs": 4}}']  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+
+    sharded = str(tmp_path / "sharded")
+    assert main([*argv, "--out", sharded, "--shard", "0/3"]) == 0
+    assert "--aggregate" in capsys.readouterr().out  # it says how to aggregate
+    assert not (tmp_path / "sharded" / "results.csv").exists()  # a shard writes no summary
+    assert main([*argv, "--out", sharded, "--aggregate"]) == 1  # two shards still missing
+    err = capsys.readouterr().err
+    assert "planned run(s) have no result" in err and "TabularMC__1" in err
+    assert "MISSING" in (tmp_path / "sharded" / "report.md").read_text()
+    for i in (1, 2):
+        assert main([*argv, "--out", sharded, "--shard", f"{i}/3"]) == 0
+    assert main([*argv, "--out", sharded, "--aggregate"]) == 0
+    assert _scores(tmp_path / "sharded") == _scores(tmp_path / "whole")
+
+    runs = json.loads((tmp_path / "sharded" / "results.json").read_text())["runs"]
+    assert {r["host"] for r in runs} == {socket.gethostname()}
+    assert {r["algo"]: r["device"] for r in runs} == {
+        "external_algo:TabularMC": None,
+        "ours:reinforce-scratch": "cpu",
+    }
+
+
+needs_ray = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="the Ray executor needs ray: pip install 'text-env[ray]'"
+)
+
+
+@needs_ray
+@pytest.mark.expensive
+def test_ray_gives_the_same_results_as_the_process_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray is started by the harness (a local cluster of 2 CPUs), runs the 2 runs as tasks, and the
+    driver writes every file; nothing is imported from the working directory on the workers either (Ray
+    puts the driver's working directory first on its workers' sys.path)."""
+    import ray
+
+    kw = dict(algos=["external_algo:TabularMC"], budget=40, eval_every=20, n_eval=4, import_path=[str(HERE)])
+    bm.run_benchmark(tiny_config(tmp_path / "pool", **kw))
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    marker = _plant_shadows(cwd, ("numpy", "gymnasium", "torch", *SHADOWS))
+    monkeypatch.chdir(cwd)
+    on_ray = bm.run_benchmark(tiny_config(tmp_path / "ray", executor="ray", workers=2, **kw))
+    assert not marker.exists(), f"imported from the working directory: {marker.read_text().split()}"
+    assert on_ray.failed == [] and len(on_ray.executed) == 2
+    assert _scores(tmp_path / "ray") == _scores(tmp_path / "pool")
+    assert {r.pid for r in on_ray.runs}.isdisjoint({os.getpid()})  # they ran in Ray's workers
+    assert all(r.host == socket.gethostname() for r in on_ray.runs)
+    assert not ray.is_initialized()  # the harness shut down the cluster it started
+
+
+@pytest.fixture
+def ray_cluster() -> Iterator[None]:
+    """A local Ray started by the test (the harness uses it as it is, and leaves it running)."""
+    import ray
+
+    ray.init(num_cpus=1, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@needs_ray
+@pytest.mark.expensive
+def test_ray_retries_a_run_lost_with_its_worker_and_reports_it_failed_when_retries_run_out(
+    tmp_path: Path, ray_cluster: None
+) -> None:
+    def config(out: str, retries: int) -> bm.BenchmarkConfig:
+        kwargs = {"external_algo:crash_once": {"marker": str(tmp_path / f"{out}.crashed")}}
+        return tiny_config(
+            tmp_path / out, algos=["external_algo:crash_once"], seeds=1, budget=10, n_eval=2, executor="ray",
+            max_retries=retries, import_path=[str(HERE)], algo_kwargs=kwargs,
+        )  # fmt: skip
+
+    retried = bm.run_benchmark(config("retried", 1))
+    assert retried.failed == [] and retried.runs[0].final["success_rate"] == 1.0
+    assert (tmp_path / "retried.crashed").exists()  # the first attempt did die
+
+    lost = bm.run_benchmark(config("lost", 0))
+    assert lost.runs == [] and len(lost.failed) == 1
+    assert "WorkerCrashedError" in lost.failed[0].error, lost.failed[0].error
+    assert "FAILED" in (tmp_path / "lost" / "report.md").read_text()
