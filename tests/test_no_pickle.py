@@ -44,6 +44,7 @@ DYNAMIC_IMPORTS = {
     ("agents/harness/report.py", "machine_info"),  # __version__ of a fixed list of packages
     ("agents/cli.py", "build_parser"),  # the fixed _COMMANDS table
     ("agents/sb3.py", "resolve_sb3_class"),  # the fixed SB3_LIBRARIES table
+    ("agents/sb3.py", "_algorithm_classes"),  # the fixed SB3_LIBRARIES table (the listing of algorithms)
     ("text_env/rewards/__init__.py", "__getattr__"),  # the fixed _LAZY table
     ("text_env/rewards/registry.py", "_import_reward"),  # reward spec package.module:attr
     ("text_env/rewards/registry.py", "_ensure_builtins"),  # the fixed builtin module

@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.harness.cli import benchmark_command
-from agents.harness.config import OURS_KWARGS, jsonable
+from agents.harness.config import OURS_KWARGS, BenchmarkConfig, jsonable
 from agents.harness.runners import RunResult
 from text_env.io import atomic_write_bytes, atomic_write_json
 
@@ -282,7 +282,7 @@ def render_report(result: BenchmarkResult, plots: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _executor_line(cfg: Any, runs: Sequence[RunResult]) -> str:
+def _executor_line(cfg: BenchmarkConfig, runs: Sequence[RunResult]) -> str:
     where = Counter(f"{r.host or '?'} ({r.device or 'device unknown'})" for r in runs)
     ran_on = "; runs ran on " + ", ".join(f"{w} × {n}" for w, n in where.items()) if where else ""
     if cfg.executor == "ray":
