@@ -30,7 +30,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("agents.cli", "add_train_command"),
     ("agents.cli", "add_eval_command"),
     ("agents.cli", "add_migrate_command"),
-    ("agents.benchmark", "add_benchmark_command"),
+    ("agents.harness.cli", "add_benchmark_command"),
     ("text_env.rewards.feedback", "add_label_command"),
 ]
 
