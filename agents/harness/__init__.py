@@ -38,7 +38,8 @@ Modules
     ours / SB3 / external, the evaluation schedule, :class:`RunResult`), :mod:`~agents.harness.pool`
     (executing the plan across processes), :mod:`~agents.harness.summary` (statistics),
     :mod:`~agents.harness.report` (tables, plots, report, output files), :mod:`~agents.harness.cli`
-    (``text-env benchmark``, generated from :class:`BenchmarkConfig` by :func:`add_dataclass_arguments`).
+    (``text-env benchmark``, generated from :class:`BenchmarkConfig` by
+    :func:`agents.config.add_dataclass_arguments`).
 
 Example:
     >>> cfg = BenchmarkConfig(envs=["TextEnv/Copy-L4-v0"], algos=["ours:rloo", "sb3:PPO"], seeds=3,
@@ -47,13 +48,8 @@ Example:
     >>> print(format_table(result.summary))                              # doctest: +SKIP
 """
 
-from agents.harness.cli import (
-    add_benchmark_command,
-    add_dataclass_arguments,
-    benchmark_command,
-    dataclass_from_args,
-    dataclass_to_argv,
-)
+from agents.config import add_dataclass_arguments, dataclass_from_args, dataclass_to_argv
+from agents.harness.cli import add_benchmark_command, benchmark_command
 from agents.harness.config import (
     DEFAULT_ALGOS,
     DEFAULT_BUDGET,

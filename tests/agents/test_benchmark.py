@@ -21,7 +21,8 @@ import pytest
 
 from agents import harness as bm
 from agents.cli import build_parser, main
-from agents.harness.cli import cli_defaults, field_docstrings
+from agents.config import field_docstrings
+from agents.harness.cli import cli_defaults
 
 HERE = Path(__file__).parent
 COPY = "TextEnv/Copy-L4-v0"

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import pytest
 
-from agents.harness.cli import (
+from agents.config import (
     add_dataclass_arguments,
     check_json_type,
     dataclass_from_args,
