@@ -514,17 +514,23 @@ def read_checkpoint_state(path: str | os.PathLike) -> tuple[Path, dict[str, Any]
 
 # ---- migration of old checkpoints ----------------------------------------------------------------------
 def migrate(path: str | os.PathLike) -> list[Path]:
-    """Upgrade what text-env 0.1 saved under ``path`` (a run directory, one checkpoint, or a saved policy) to
-    the current format, in place: each policy gets its manifest, each ``state.json`` its ``config``, each
-    checkpoint its manifest. Only do this for files you trust: the manifest vouches for what is there now.
-    Returns the directories upgraded."""
+    """Upgrade what text-env 0.1 saved under ``path`` (a run directory, one checkpoint, a saved policy or a
+    reward model) to the current format, in place: each policy gets its manifest, each ``state.json`` its
+    ``config``, each checkpoint its manifest. Only do this for files you trust: the manifest vouches for what
+    is there now. Returns the directories upgraded."""
     from agents.policies import migrate_policy
 
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"{str(root)!r} does not exist or is not a directory")
     if (root / "config.json").is_file() and not (root / "state.json").exists():
-        return [] if has_manifest(root) else [migrate_policy(root)]
+        if has_manifest(root):
+            return []
+        if read_json(root / "config.json", what="config").get("format") == "text_env.learned_reward":
+            from text_env.rewards.learned import LearnedReward
+
+            return [LearnedReward.migrate(root)]
+        return [migrate_policy(root)]
     ckpts = (
         [root] if (root / "state.json").is_file() else sorted(p for p in root.glob("ckpt-*") if p.is_dir())
     )

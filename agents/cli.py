@@ -30,7 +30,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("agents.cli", "add_train_command"),
     ("agents.cli", "add_eval_command"),
     ("agents.cli", "add_migrate_command"),
-    ("agents.benchmark", "add_benchmark_command"),
+    ("agents.harness.cli", "add_benchmark_command"),
     ("text_env.rewards.feedback", "add_label_command"),
 ]
 
@@ -92,7 +92,7 @@ def _run_demo(args: argparse.Namespace) -> int:
             t = 0
             while not base.finished.all():
                 if scripted:  # answer with the reference, then EOS
-                    ref_ids, ref_len = refs.reference_ids[idx], refs.reference_lengths[idx]
+                    ref_ids, ref_len = refs.reference_rows(idx)
                     col = np.minimum(t, ref_ids.shape[1] - 1)
                     act = np.where(t < ref_len, ref_ids[:, col], base.tokenizer.eos_id)
                 else:

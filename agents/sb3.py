@@ -6,6 +6,14 @@ floats). :class:`TokenEmbeddingExtractor` instead embeds the ids and runs a smal
 SB3 algorithm that accepts a features extractor (PPO, A2C, DQN, MaskablePPO, RecurrentPPO, QR-DQN, TRPO)
 trains on every TextEnv id out of the box:
 
+Which algorithms
+    A TextEnv's actions are tokens, ``Discrete(vocab_size)``. Every SB3 / sb3-contrib algorithm whose
+    action space admits ``Discrete`` is available (:func:`available_algorithms`: A2C, DQN, PPO; ARS,
+    MaskablePPO, QRDQN, RecurrentPPO, TRPO); the continuous-control ones (DDPG, SAC, TD3; CrossQ, TQC) only
+    support ``Box`` actions and are left out (:func:`box_only_algorithms`), since a token is not a point in
+    a continuous space. Each gets the policy kwargs its policy accepts: ARS's linear/MLP ``ARSPolicy`` takes
+    no features extractor, so it reads the raw window of ids (cast to floats) as SB3 ships it.
+
     >>> model = make_sb3("sb3:PPO", "TextEnv/Reverse-L4-v0", seed=0, n_steps=256)  # doctest: +SKIP
     >>> model.learn(total_timesteps=10_000)                                          # doctest: +SKIP
 
@@ -16,7 +24,10 @@ SB3 ships it.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
+import inspect
 import logging
 from typing import Any
 
@@ -27,6 +38,18 @@ from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
+
+try:  # torch >= 2.3
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def _math_attention() -> contextlib.AbstractContextManager:
+        return sdpa_kernel(SDPBackend.MATH)
+
+except ImportError:  # pragma: no cover - older torch: its CPU attention has no flash kernel to avoid
+
+    def _math_attention() -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +74,12 @@ class TokenEmbeddingExtractor(BaseFeaturesExtractor):
     and the features are ``ReLU(W [h_newest ; masked_mean(h)])`` (transformer) or ``ReLU(W flat(h))``
     (flatten) of size ``features_dim``. Pad ids (``pad_id``, 0 for the built-in tokenizers) embed to zero
     and are masked out of attention and pooling.
+
+    Wherever gradients are on, the attention runs on PyTorch's *math* kernel: TRPO's natural-gradient step
+    differentiates twice (Hessian-vector products), and the fused CPU flash kernel has no double backward
+    ("derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented"). At
+    these sizes it is no slower (a forward + backward of 64 windows of 19 tokens: 0.8x the flash kernel's
+    time here); inference (``torch.no_grad``, SB3's rollouts and ``predict``) keeps the default kernel.
 
     Args:
         observation_space: The env's ``Box(0, vocab_size - 1, (context_len,), int)``.
@@ -126,7 +155,9 @@ class TokenEmbeddingExtractor(BaseFeaturesExtractor):
         if self.encoder is None:  # flatten: padding embeds to zero, so it adds nothing
             h = h * (~pad).unsqueeze(-1).to(h.dtype)
             return self.head(h.flatten(1))  # (B, features_dim)
-        h = self.encoder(h, src_key_padding_mask=pad)  # (B, L, E)
+        # differentiated forwards run the twice-differentiable math kernel (TRPO; see the class docstring)
+        with _math_attention() if torch.is_grad_enabled() else contextlib.nullcontext():
+            h = self.encoder(h, src_key_padding_mask=pad)  # (B, L, E)
         keep = (~pad).unsqueeze(-1).to(h.dtype)  # (B, L, 1)
         pooled = (h * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)  # (B, E)
         return self.head(torch.cat([h[:, -1], pooled], dim=-1))  # (B, features_dim)
@@ -182,18 +213,109 @@ def resolve_sb3_class(spec: str) -> type[BaseAlgorithm]:
         raise ImportError(f"{spec!r} needs the {SB3_LIBRARIES[prefix]!r} package: {e}") from e
     cls = getattr(module, name, None)
     if not (isinstance(cls, type) and issubclass(cls, BaseAlgorithm)):
-        available = sorted(
-            n
-            for n in dir(module)
-            if isinstance(getattr(module, n), type) and issubclass(getattr(module, n), BaseAlgorithm)
-        )
+        left_out = box_only_algorithms(prefix)
         raise ValueError(
-            f"{spec!r}: {SB3_LIBRARIES[prefix]} has no algorithm {name!r}; available: {available}"
+            f"{spec!r}: {SB3_LIBRARIES[prefix]} has no algorithm {name!r}; available: "
+            f"{available_algorithms(prefix)}"
+            + (
+                f" (left out: {left_out}, which need Box actions; TextEnv actions are Discrete)"
+                if left_out
+                else ""
+            )
         )
     policy_name = _policy_name(cls)
     if policy_name is None:
         raise ValueError(f"{spec!r}: {cls.__name__} has no MLP policy to put the token extractor in")
+    if not supports_discrete_actions(cls):
+        raise ValueError(
+            f"{spec!r}: {cls.__name__} only supports Box (continuous) actions, and a TextEnv's actions are "
+            f"Discrete tokens; algorithms that fit: {available_algorithms(prefix)}"
+        )
     return cls
+
+
+def _algorithm_classes(prefix: str) -> dict[str, type[BaseAlgorithm]]:
+    module = importlib.import_module(SB3_LIBRARIES[prefix])
+    return {
+        n: c
+        for n in dir(module)
+        if isinstance(c := getattr(module, n), type) and issubclass(c, BaseAlgorithm) and _policy_name(c)
+    }
+
+
+def available_algorithms(prefix: str = "sb3") -> list[str]:
+    """The algorithms of ``"sb3"`` or ``"sb3_contrib"`` that train on a TextEnv (Discrete actions).
+
+    Example:
+        >>> available_algorithms("sb3")
+        ['A2C', 'DQN', 'PPO']
+    """
+    return sorted(n for n, c in _algorithm_classes(prefix).items() if supports_discrete_actions(c))
+
+
+def box_only_algorithms(prefix: str = "sb3") -> list[str]:
+    """The algorithms of ``"sb3"`` or ``"sb3_contrib"`` left out because they need Box actions.
+
+    Example:
+        >>> box_only_algorithms("sb3_contrib")
+        ['CrossQ', 'TQC']
+    """
+    return sorted(n for n, c in _algorithm_classes(prefix).items() if not supports_discrete_actions(c))
+
+
+class _DiscreteProbeEnv(gym.Env):
+    """The smallest env with a TextEnv's spaces, to ask an SB3 class whether it accepts them."""
+
+    observation_space = spaces.Box(0, 3, shape=(2,), dtype=np.int64)
+    action_space = spaces.Discrete(4)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        return np.zeros(2, dtype=np.int64), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        return np.zeros(2, dtype=np.int64), 0.0, True, False, {}
+
+
+@functools.cache
+def supports_discrete_actions(cls: type[BaseAlgorithm]) -> bool:
+    """Whether ``cls`` accepts a ``Discrete`` action space, as SB3 itself decides it.
+
+    SB3 checks the action space against the algorithm's ``supported_action_spaces`` in
+    ``BaseAlgorithm.__init__``; the class is built once, without its networks (``_init_setup_model=False``),
+    on a two-token probe env.
+    """
+    policy_name = _policy_name(cls)
+    if policy_name is None:
+        return False
+    try:
+        cls(policy_name, _DiscreteProbeEnv(), device="cpu", _init_setup_model=False)
+    except TypeError:  # an algorithm without _init_setup_model: make_sb3 reports a mismatch when it builds it
+        return True
+    except AssertionError:  # "The algorithm only supports (Box,) as action spaces but Discrete(4) ..."
+        return False
+    return True
+
+
+def _accepted_policy_kwargs(
+    cls: type[BaseAlgorithm], policy_name: str, kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """``kwargs`` without the token extractor when the algorithm's policy takes no features extractor
+    (sb3-contrib's ARSPolicy); an extractor setting the user asked for is then an error, not dropped."""
+    policy_cls = cls.policy_aliases[policy_name]
+    params = inspect.signature(policy_cls.__init__).parameters
+    if "features_extractor_class" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    asked = sorted(set(kwargs["features_extractor_kwargs"]) - {"pad_id"})
+    if asked:
+        raise ValueError(
+            f"{cls.__name__}'s {policy_cls.__name__} takes no features extractor, so {asked} cannot be set; "
+            "it reads the raw window of token ids"
+        )
+    logger.info("%s: %s takes no features extractor; it reads the raw token ids", cls.__name__, policy_cls)
+    return {
+        k: v for k, v in kwargs.items() if k not in ("features_extractor_class", "features_extractor_kwargs")
+    }
 
 
 def _policy_name(cls: type[BaseAlgorithm]) -> str | None:
@@ -256,7 +378,7 @@ def make_sb3(
         env = env_id
     if not isinstance(env.action_space, spaces.Discrete):
         raise TypeError(f"expected a Discrete action space (a TextEnv), got {env.action_space!r}")
-    kwargs = sb3_policy_kwargs(env, **(policy_kwargs or {}))
+    kwargs = _accepted_policy_kwargs(cls, policy_name, sb3_policy_kwargs(env, **(policy_kwargs or {})))
     try:
         return cls(
             policy_name, env, seed=seed, policy_kwargs=kwargs, device=device, verbose=verbose, **algo_kwargs

@@ -98,7 +98,6 @@ def text_envs(env_id: str, num_envs: int, mode: AutoresetMode) -> tuple[VectorEn
     )
     spec = gym.spec(env_id)
     kwargs = dict(spec.kwargs)
-    kwargs.setdefault("max_new_tokens", spec.max_episode_steps)
 
     # the single envs are bare TextGenEnv (no TimeLimit/checker wrappers): the ratio is not inflated by
     # wrapper overhead that only the Sync side would pay

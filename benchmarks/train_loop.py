@@ -95,7 +95,6 @@ def make_ours(shape: LoopShape, device: torch.device) -> PPO:
 def make_sb3(shape: LoopShape, device: torch.device, n_envs: int, ours: PPO) -> SB3PPO:
     spec = gym.spec(ENV_ID)
     kwargs = {**spec.kwargs, **shape.env_kwargs()}
-    kwargs.setdefault("max_new_tokens", spec.max_episode_steps)
     venv = DummyVecEnv([lambda: TextGenEnv(**kwargs)] * n_envs)
     cfg = ours.policy.config.to_dict()
     n_steps = shape.sb3_n_steps if n_envs > 1 else shape.sb3_n_steps * 64

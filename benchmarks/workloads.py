@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
@@ -47,7 +46,7 @@ class RolloutShape:
     def describe(self) -> str:
         budget = "registered budget" if self.max_new_tokens is None else f"{self.max_new_tokens} new tokens"
         if self.max_new_tokens is None:
-            budget += f" ({gym.spec(self.env_id).max_episode_steps})"
+            budget += f" ({_default_budget(self.env_id)})"
         eos = (
             ", EOS masked (every slot runs the full budget)"
             if self.eos_masked
@@ -181,3 +180,10 @@ def run_cli(
     report(res)
     atomic_write_json(RESULTS_DIR / f"{name}.json", res, indent=1)
     return res
+
+
+def _default_budget(env_id: str) -> int | None:
+    """The registered default token budget of ``env_id`` (ids carry no TimeLimit: the env governs)."""
+    from text_env.registration import ENTRIES
+
+    return next((e.max_new_tokens for e in ENTRIES if e.env_id == env_id), None)

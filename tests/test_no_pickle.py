@@ -41,11 +41,12 @@ BANNED_BUILTINS = {"eval", "exec", "compile", "__import__"}
 # every place that imports a module named at run time, each reviewed: it resolves an explicit
 # "package.module:attr" spec (never evaluates it) or a fixed module name from a table in the code
 DYNAMIC_IMPORTS = {
-    ("agents/benchmark.py", "resolve_external"),  # --algos package.module:Class (regex-checked name)
-    ("agents/benchmark.py", "machine_info"),  # __version__ of a fixed list of packages
+    ("agents/harness/specs.py", "resolve_external"),  # --algos package.module:Class (regex-checked name)
+    ("agents/harness/report.py", "machine_info"),  # __version__ of a fixed list of packages
     ("agents/checkpoint.py", "import_by_name"),  # a recorded callable, only with trust_code, never from CWD
     ("agents/cli.py", "build_parser"),  # the fixed _COMMANDS table
     ("agents/sb3.py", "resolve_sb3_class"),  # the fixed SB3_LIBRARIES table
+    ("agents/sb3.py", "_algorithm_classes"),  # the fixed SB3_LIBRARIES table (the listing of algorithms)
     ("text_env/rewards/__init__.py", "__getattr__"),  # the fixed _LAZY table
     ("text_env/rewards/registry.py", "_import_reward"),  # reward spec package.module:attr
     ("text_env/rewards/registry.py", "_ensure_builtins"),  # the fixed builtin module

@@ -83,3 +83,18 @@ def test_the_agents_package_is_ours_and_the_conflict_is_documented() -> None:
     assert {"PPO", "RLOO", "sft", "ALGORITHMS"} <= set(dir(agents))
     readme = (ROOT / "README.md").read_text()
     assert "openai-agents" in readme and "separate virtual environments" in readme
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "agents.advantages", "agents.callbacks", "agents.checkpoint", "agents.config", "agents.kl",
+        "agents.logger", "agents.harness.cli", "text_env.persistence",
+    ],
+)  # fmt: skip
+def test_the_examples_in_docstrings_run(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0

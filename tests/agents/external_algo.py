@@ -8,6 +8,7 @@ They stand for a user's own code: nothing here imports the harness.
   the copy tasks); its ``learn`` ignores ``total_timesteps`` and steps until the env stops it, to check that
   the harness enforces the budget.
 - :func:`make_copy`: the function form ``(env_id, budget, seed) -> object with predict``.
+- :func:`crash_once`: the function form whose first call kills its process (a lost Ray worker).
 """
 
 from __future__ import annotations
@@ -95,3 +96,15 @@ class CopyPrompt:
 def make_copy(env_id: str, budget: int, seed: int) -> CopyPrompt:
     """The function form: build, (not) train, return something with ``predict``."""
     return CopyPrompt(gym.make(env_id), seed=seed)
+
+
+def crash_once(env_id: str, budget: int, seed: int, marker: str | None = None) -> CopyPrompt:
+    """The function form, but the first call (while ``marker`` does not exist) kills its own process, as a
+    worker lost with its node would be; later calls behave like :func:`make_copy`."""
+    import os
+    from pathlib import Path
+
+    if marker is not None and not Path(marker).exists():
+        Path(marker).write_text("crashed once")
+        os._exit(1)
+    return make_copy(env_id, budget, seed)

@@ -134,8 +134,12 @@ def test_resolve_and_make_errors() -> None:
         resolve_sb3_class("sb3:Nope")
     with pytest.raises(ValueError, match="unknown SB3 library 'rllib'"):
         resolve_sb3_class("rllib:PPO")
-    with pytest.raises(ValueError, match="SAC cannot train on 'TextEnv/Copy-L4-v0'"):
+    with pytest.raises(ValueError, match="'sb3:SAC': SAC only supports Box"):
         make_sb3("sb3:SAC", "TextEnv/Copy-L4-v0")
+    from stable_baselines3 import SAC
+
+    with pytest.raises(ValueError, match="SAC cannot train on 'TextEnv/Copy-L4-v0'"):
+        make_sb3(SAC, "TextEnv/Copy-L4-v0")  # a class passed as is: SB3's own check, reported clearly
     with pytest.raises(ValueError, match="cannot build env 'TextEnv/Nope-v0'"):
         make_sb3("sb3:PPO", "TextEnv/Nope-v0")
 
@@ -149,3 +153,49 @@ def test_make_sb3_is_seeded() -> None:
 
     a, b, c = run(3), run(3), run(4)
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+# ---- which algorithms, with which policy kwargs (issue 16, item 2) ---------------------------------------
+def test_only_algorithms_that_fit_discrete_actions_are_offered() -> None:
+    from agents.sb3 import available_algorithms, box_only_algorithms
+
+    assert available_algorithms("sb3") == ["A2C", "DQN", "PPO"]
+    assert available_algorithms("sb3_contrib") == ["ARS", "MaskablePPO", "QRDQN", "RecurrentPPO", "TRPO"]
+    assert box_only_algorithms("sb3_contrib") == ["CrossQ", "TQC"]
+    with pytest.raises(ValueError, match=r"available: \['ARS', .*'TRPO'\] \(left out: \['CrossQ', 'TQC'\]"):
+        resolve_sb3_class("sb3_contrib:Nope")
+    for spec in ("sb3_contrib:TQC", "sb3_contrib:CrossQ", "sb3:SAC"):
+        with pytest.raises(ValueError, match=r"only supports Box .* actions"):
+            resolve_sb3_class(spec)
+
+
+def test_ars_gets_the_policy_kwargs_its_policy_accepts() -> None:
+    """ARSPolicy takes no features extractor: ARS reads the raw ids (before: a TypeError at run time)."""
+    model = make_sb3("sb3_contrib:ARS", "TextEnv/Copy-L4-v0", seed=0, n_delta=2)
+    assert not any(isinstance(m, TokenEmbeddingExtractor) for m in model.policy.modules())
+    model.learn(total_timesteps=40)
+    # its weights start at zero and move only when candidates' returns differ (sparse reward): count updates
+    assert model._n_updates >= 1
+    with pytest.raises(ValueError, match=r"takes no features extractor, so \['embed_dim'\] cannot be set"):
+        make_sb3("sb3_contrib:ARS", "TextEnv/Copy-L4-v0", policy_kwargs={"embed_dim": 16})
+
+
+def test_trpo_gets_past_its_first_update() -> None:
+    """TRPO's Hessian-vector products differentiate the extractor's attention twice; the CPU flash kernel
+    cannot (RuntimeError: derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward)."""
+    model = make_sb3(
+        "sb3_contrib:TRPO", "TextEnv/Copy-L4-v0", seed=0, policy_kwargs=TINY_POLICY, n_steps=32, batch_size=32
+    )
+    before = _params(model)
+    model.learn(total_timesteps=64)
+    assert model._n_updates == 2 and not torch.equal(before, _params(model))
+
+
+def test_extractor_inference_is_unchanged_by_the_math_kernel() -> None:
+    """The twice-differentiable kernel is used where gradients are on; it computes the same features."""
+    torch.manual_seed(0)
+    ext = TokenEmbeddingExtractor(SPACE, embed_dim=8, features_dim=12, n_heads=2)
+    x = torch.cat([_window(1, 5, 6), _window(2, 3)])
+    with torch.no_grad():
+        inference = ext(x)
+    assert torch.allclose(ext(x), inference, atol=1e-6)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from text_env.persistence import write_manifest
 from text_env.rewards import RewardBatch, make, make_composite
 from text_env.rewards.feedback import SyntheticLabeller
 from text_env.rewards.learned import (
@@ -173,7 +174,7 @@ def test_save_load_round_trip_by_object_and_by_spec(tmp_path: Path, toy_rm, toy_
     batch = RewardBatch.from_texts([""] * 4, texts)
     for model, spec in ((toy_rm, "reward_model"), (toy_clf, "classifier")):
         d = model.save(tmp_path / spec)
-        assert sorted(p.name for p in d.iterdir()) == ["config.json", "model.safetensors"]
+        assert sorted(p.name for p in d.iterdir()) == ["config.json", "manifest.json", "model.safetensors"]
         loaded = type(model).load(d)
         np.testing.assert_array_equal(loaded.score_texts(texts), model.score_texts(texts))
         by_spec = make(f"{spec}:{d}")
@@ -199,6 +200,11 @@ def test_loading_the_other_kind_or_nothing(tmp_path: Path, toy_rm):
         make("reward_model")
 
 
+def _rehash(d: Path) -> None:
+    """Make the manifest match the files again (as a careful editor would): the inner checks must hold."""
+    write_manifest(d, "reward_model", 2)
+
+
 def test_corrupt_files_raise_value_error_naming_the_file(tmp_path: Path, toy_rm):
     d = toy_rm.save(tmp_path / "rm")
     weights, config = d / "model.safetensors", d / "config.json"
@@ -209,29 +215,70 @@ def test_corrupt_files_raise_value_error_naming_the_file(tmp_path: Path, toy_rm)
         BradleyTerryRewardModel.load(d)
 
     flipped = bytearray(good_w)
-    flipped[-5] ^= 0xFF  # same length, one weight changed: caught by the recorded SHA-256
+    flipped[-5] ^= 0xFF  # one weight changed: caught by the manifest, and by the config's SHA-256
     weights.write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match=r"model\.safetensors.*sha256"):
+        BradleyTerryRewardModel.load(d)
+    _rehash(d)
     with pytest.raises(ValueError, match="SHA-256"):
         BradleyTerryRewardModel.load(d)
 
-    weights.write_bytes(b"\x00" * 16)  # garbage that is not safetensors, with the hash check off
+    weights.write_bytes(b"\x00" * 16)  # garbage that is not safetensors, and no recorded hash
     cfg = json.loads(good_c)
     cfg["weights_sha256"] = None
     config.write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match=r"model\.safetensors' is corrupt or truncated"):
+    _rehash(d)
+    with pytest.raises(ValueError, match="none was recorded"):  # the hash is mandatory now
         BradleyTerryRewardModel.load(d)
 
     weights.write_bytes(good_w)
     config.write_bytes(good_c[: len(good_c) // 2])  # truncated JSON
+    _rehash(d)
     with pytest.raises(ValueError, match=re.escape(str(config))):
         BradleyTerryRewardModel.load(d)
 
     cfg = json.loads(good_c)
-    cfg["encoder"]["dim"] = 5  # shapes no longer match the weights
-    cfg["weights_sha256"] = None
+    cfg["encoder"]["dim"] = 5  # shapes no longer match the weights: refused before the weights are read
     config.write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="does not match the model described"):
+    _rehash(d)
+    with pytest.raises(ValueError, match="does not match the model"):
         BradleyTerryRewardModel.load(d)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"n_buckets": 1 << 40},
+        {"dim": 1 << 20},
+        {"n_buckets": 1 << 24, "dim": 4096},
+        {"char_ngram_max": 10**6},
+        {"lowercase": "yes"},
+    ],
+)
+def test_an_edited_encoder_size_is_refused_before_allocating(tmp_path: Path, toy_rm, edit):
+    d = toy_rm.save(tmp_path / "rm")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["encoder"].update(edit)
+    (d / "config.json").write_text(json.dumps(cfg))
+    _rehash(d)
+    with pytest.raises(ValueError, match=r"config\.json.*invalid encoder settings"):
+        BradleyTerryRewardModel.load(d)
+
+
+def test_a_model_saved_by_text_env_0_1_is_refused_then_migrated(tmp_path: Path, toy_rm):
+    from agents.cli import main as cli_main
+
+    d = toy_rm.save(tmp_path / "rm")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["format_version"] = 1  # what 0.1 wrote: no manifest
+    (d / "config.json").write_text(json.dumps(cfg))
+    (d / "manifest.json").unlink()
+    with pytest.raises(ValueError, match="text-env migrate"):
+        BradleyTerryRewardModel.load(d)
+    assert cli_main(["migrate", str(d)]) == 0
+    again = BradleyTerryRewardModel.load(d)
+    texts = ["the plot was lovely", "flat"]
+    assert np.array_equal(again.score_texts(texts), toy_rm.score_texts(texts))
 
 
 def test_saved_files_hold_no_pickle(tmp_path: Path, toy_rm):

@@ -19,6 +19,10 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 _WORD_CACHE_LIMIT = 500_000
 
 
+# upper bounds for a saved config (defaults: 2^18 buckets × 8 dims); a file asking for more is refused
+ENCODER_LIMITS = {"n_buckets": 1 << 24, "dim": 4096, "word_ngrams": 8, "char_ngram": 16, "table": 1 << 28}
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """Settings of :class:`HashedNgramEncoder` (saved in ``config.json``).
@@ -44,9 +48,18 @@ class EncoderConfig:
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"EncoderConfig.{f} must be an integer >= 1, got {v!r}")
+            if v > ENCODER_LIMITS[f]:  # one edited number must not allocate gigabytes (issue 13, item 6)
+                raise ValueError(f"EncoderConfig.{f} must be at most {ENCODER_LIMITS[f]}, got {v!r}")
+        if self.n_buckets * self.dim > ENCODER_LIMITS["table"]:
+            raise ValueError(
+                f"EncoderConfig n_buckets × dim = {self.n_buckets * self.dim} exceeds "
+                f"{ENCODER_LIMITS['table']} table entries"
+            )
+        if not isinstance(self.lowercase, bool):
+            raise ValueError(f"EncoderConfig.lowercase must be true or false, got {self.lowercase!r}")
         lo, hi = self.char_ngram_min, self.char_ngram_max
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)) or (
-            hi != 0 and not 1 <= lo <= hi
+            hi != 0 and not 1 <= lo <= hi <= ENCODER_LIMITS["char_ngram"]
         ):
             raise ValueError(
                 f"EncoderConfig char n-grams must satisfy 1 <= char_ngram_min <= char_ngram_max (or "

@@ -1,6 +1,6 @@
 """The learned rewards as :class:`~text_env.rewards.base.Reward` objects: :class:`BradleyTerryRewardModel` and
-:class:`ClassifierRewardModel`, their save/load (``model.safetensors`` + ``config.json``, no pickle) and
-:func:`load_learned_reward`."""
+:class:`ClassifierRewardModel`, their save/load (``model.safetensors`` + ``config.json`` + the persistence
+layer's ``manifest.json``; no pickle) and :func:`load_learned_reward`."""
 
 from __future__ import annotations
 
@@ -16,13 +16,23 @@ import numpy as np
 import safetensors.torch
 
 from text_env.io import atomic_write_bytes, atomic_write_json, read_json
+from text_env.persistence import (
+    IntegrityError,
+    atomic_directory,
+    check_tensor_shapes,
+    has_manifest,
+    nonfinite_tensors,
+    read_safetensors_header,
+    verify_manifest,
+)
 from text_env.rewards.base import Reward, RewardBatch
 from text_env.rewards.learned.encoder import EncoderConfig, TextScorer
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "text_env.learned_reward"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: text-env 0.1 (weights_sha256 optional, no manifest); 2: manifest, sha mandatory
+MANIFEST_KIND = "reward_model"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
@@ -69,15 +79,15 @@ class LearnedReward(Reward):
         return self
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``model.safetensors`` and ``config.json`` into ``directory`` (each atomically).
-
-        The config records the SHA-256 of the weights file, so a directory whose two files come from
-        different saves is detected on load.
-        """
+        """Write ``model.safetensors`` and ``config.json`` into ``directory``, atomically, with the
+        persistence layer's manifest (:mod:`text_env.persistence`); the config also records the weights'
+        SHA-256."""
         directory = Path(directory)
         state = {k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}
+        bad = nonfinite_tensors(state)
+        if bad:
+            raise ValueError(f"refusing to save a reward model with non-finite weights (in {bad[:5]})")
         data = safetensors.torch.save(state, metadata={"format": FORMAT, "type": self.model_type})
-        atomic_write_bytes(directory / WEIGHTS_FILE, data)
         config = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -86,18 +96,22 @@ class LearnedReward(Reward):
             "weights_sha256": hashlib.sha256(data).hexdigest(),
             "training": self.training,
         }
-        atomic_write_json(directory / CONFIG_FILE, config, indent=2)
+        with atomic_directory(directory, kind=MANIFEST_KIND, format_version=FORMAT_VERSION) as tmp:
+            atomic_write_bytes(tmp / WEIGHTS_FILE, data)
+            atomic_write_json(tmp / CONFIG_FILE, config, indent=2)
         logger.info("saved %s reward model to %s", self.model_type, directory)
         return directory
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> LearnedReward:
-        """Load a model saved by :meth:`save`.
+        """Load a model saved by :meth:`save`: the manifest first, then the config (strictly), then the
+        weights' header against the shapes the config implies, then the weights.
 
         Raises:
             FileNotFoundError: The directory or one of its two files does not exist.
-            ValueError: A file is truncated or corrupt, the files do not belong together, or the directory
-                holds the other kind of model; the message names the file.
+            ValueError: A file is truncated, corrupt, edited or swapped, the directory was saved by text-env
+                0.1 (no manifest: ``text-env migrate`` upgrades it), or it holds the other kind of model; the
+                message names the file.
         """
         directory = Path(directory)
         cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
@@ -107,15 +121,56 @@ class LearnedReward(Reward):
                     f"no reward model at {str(directory)!r}: {str(p)!r} does not exist "
                     f"(expected {CONFIG_FILE} and {WEIGHTS_FILE} written by save())"
                 )
+        if not has_manifest(directory):
+            raise IntegrityError(
+                f"reward model {str(directory)!r} has no manifest.json (saved by text-env 0.1); if you trust "
+                f"it, upgrade it in place with: text-env migrate {str(directory)!r}"
+            )
+        verify_manifest(directory, kind=MANIFEST_KIND, max_format_version=FORMAT_VERSION)
+        config, target, encoder = cls._read_config(cfg_path)
+        data = w_path.read_bytes()
+        expected = config.get("weights_sha256")
+        if not isinstance(expected, str) or hashlib.sha256(data).hexdigest() != expected:
+            raise ValueError(
+                f"{str(w_path)!r} is corrupt or truncated, or does not belong to {str(cfg_path)!r} "
+                "(its SHA-256 differs from the one recorded at save time, or none was recorded)"
+            )
+        net = TextScorer(encoder)
+        want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        check_tensor_shapes(
+            w_path, read_safetensors_header(w_path), want, what=f"the model in {str(cfg_path)!r}"
+        )
+        try:
+            state = safetensors.torch.load(data)
+        except Exception as e:  # safetensors raises its own SafetensorError on a torn header/body
+            raise ValueError(f"{str(w_path)!r} is corrupt or truncated: {e}") from e
+        bad = nonfinite_tensors(state)
+        if bad:
+            raise ValueError(f"{str(w_path)!r} holds non-finite weights (in {bad[:5]})")
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise ValueError(
+                f"{str(w_path)!r} does not match the model described in {str(cfg_path)!r}: {e}"
+            ) from e
+        net.eval()
+        return target(net, training=config.get("training"))
+
+    @classmethod
+    def _read_config(
+        cls, cfg_path: Path, versions: tuple[int, ...] = (FORMAT_VERSION,)
+    ) -> tuple[dict[str, Any], type[LearnedReward], EncoderConfig]:
+        """The config of a saved model, checked field by field: ``(config, class, encoder settings)``."""
         config = read_json(cfg_path, what="reward model config")
         if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise ValueError(
                 f"{str(cfg_path)!r} is not a text_env learned-reward config (no format={FORMAT!r})"
             )
-        if config.get("format_version") != FORMAT_VERSION:
+        version = config.get("format_version")
+        if type(version) is not int or version not in versions:
             raise ValueError(
-                f"{str(cfg_path)!r} has format_version {config.get('format_version')!r}; this text_env reads "
-                f"version {FORMAT_VERSION}"
+                f"{str(cfg_path)!r} has format_version {version!r}; this text_env reads version "
+                f"{' or '.join(map(str, versions))}"
             )
         model_type = config.get("type")
         target = _MODEL_TYPES.get(model_type) if cls is LearnedReward else cls
@@ -132,30 +187,33 @@ class LearnedReward(Reward):
                 f"{str(cfg_path)!r} holds a {model_type!r} model, not a {cls.model_type!r} one"
                 + (f"; load it with {_MODEL_TYPES[model_type].__name__}.load or {hint!r}" if hint else "")
             )
+        training = config.get("training")
+        if training is not None and not isinstance(training, dict):
+            raise ValueError(f"{str(cfg_path)!r}: 'training' must be an object or null, got {training!r}")
         try:
             encoder = EncoderConfig.from_dict(config.get("encoder") or {})
         except (TypeError, ValueError) as e:
             raise ValueError(f"{str(cfg_path)!r}: invalid encoder settings: {e}") from e
+        return config, target, encoder
+
+    @classmethod
+    def migrate(cls, directory: str | os.PathLike) -> Path:
+        """Upgrade a reward model saved by text-env 0.1 in place: check that it loads as before (its
+        optional SHA-256 must match if present), then save it again in the current format."""
+        directory = Path(directory)
+        cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+        config, target, encoder = cls._read_config(cfg_path, versions=(1,))
         data = w_path.read_bytes()
         expected = config.get("weights_sha256")
         if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-            raise ValueError(
-                f"{str(w_path)!r} is corrupt or truncated, or does not belong to {str(cfg_path)!r} "
-                "(its SHA-256 differs from the one recorded at save time)"
-            )
-        try:
-            state = safetensors.torch.load(data)
-        except Exception as e:  # safetensors raises its own SafetensorError on a torn header/body
-            raise ValueError(f"{str(w_path)!r} is corrupt or truncated: {e}") from e
+            raise ValueError(f"{str(w_path)!r} does not match the SHA-256 in {str(cfg_path)!r}; not migrated")
         net = TextScorer(encoder)
         try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise ValueError(
-                f"{str(w_path)!r} does not match the model described in {str(cfg_path)!r}: {e}"
-            ) from e
-        net.eval()
-        return target(net, training=config.get("training"))
+            net.load_state_dict(safetensors.torch.load(data), strict=True)
+        except Exception as e:
+            raise ValueError(f"{str(w_path)!r} is corrupt or does not match {str(cfg_path)!r}: {e}") from e
+        target(net, training=config.get("training")).save(directory)
+        return directory
 
     def __repr__(self) -> str:
         c = self.encoder_config
