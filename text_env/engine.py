@@ -29,11 +29,16 @@ import numpy as np
 
 from text_env.rewards.base import CompositeReward, RewardBatch, check_reward_total
 from text_env.rewards.registry import make_composite
-from text_env.tasks.base import Example, Task, make_task
+from text_env.tasks.base import Example, Task, _check_encodable, make_task
 from text_env.validate import int_at_least, positive_int
 
 QUEUE = 64
 MAX_CONTEXT = 1024  # the widest default observation window (a longer prompt keeps its end)
+# upper bounds for what a caller or a file may ask for: beyond them a typo (max_new_tokens=10**9) allocates
+# gigabytes per slot before the first step (issue 13: one edited number must not be a denial of service)
+MAX_NEW_TOKENS = 1 << 16
+MAX_CONTEXT_LEN = 1 << 16
+MAX_SLOT_CELLS = 1 << 28  # num_envs × (context_len + max_new_tokens): 2 GiB of int64 state
 # the smallest ad-hoc pool; it holds at least 2 × N rows (N slots may pin N new texts at once)
 ADHOC_ROWS = 64
 
@@ -227,6 +232,11 @@ class GenerationState:
             raise ValueError(f"options['prompt'] must be a non-empty string, got {prompt!r}")
         if reference is not None and not isinstance(reference, str):
             raise ValueError(f"options['reference'] must be a string, got {reference!r}")
+        # the same rule as task files: text that UTF-8 cannot encode (a lone surrogate) is refused here, not
+        # when an info dict or a saved result later fails to encode
+        _check_encodable(prompt, "reset(options=...)", "prompt")
+        if reference is not None:
+            _check_encodable(reference, "reset(options=...)", "reference")
         if self._index_of_prompt is None:
             self._index_of_prompt = {}
             for i, p in enumerate(self.prompts[: self.split_size]):
@@ -443,9 +453,24 @@ def resolve_env_args(
     max_new_tokens = positive_int(
         task.max_new_tokens if max_new_tokens is None else max_new_tokens, "max_new_tokens"
     )
+    if max_new_tokens > MAX_NEW_TOKENS:
+        raise ValueError(f"max_new_tokens must be at most {MAX_NEW_TOKENS}, got {max_new_tokens}")
     if context_len is None:
         context_len = min(1 + task.max_prompt_tokens + max_new_tokens, MAX_CONTEXT)
-    return task, composite, max_new_tokens, int_at_least(context_len, 2, "context_len")
+    context_len = int_at_least(context_len, 2, "context_len")
+    if context_len > MAX_CONTEXT_LEN:
+        raise ValueError(f"context_len must be at most {MAX_CONTEXT_LEN}, got {context_len}")
+    return task, composite, max_new_tokens, context_len
+
+
+def check_state_size(num_slots: int, context_len: int, max_new_tokens: int) -> None:
+    """Refuse a vector env whose per-slot arrays would not fit in memory, before allocating them."""
+    cells = num_slots * (context_len + max_new_tokens)
+    if cells > MAX_SLOT_CELLS:
+        raise ValueError(
+            f"num_envs={num_slots} slots × (context_len={context_len} + max_new_tokens={max_new_tokens}) is "
+            f"{cells:,} token cells, more than {MAX_SLOT_CELLS:,}; use fewer envs or a smaller budget"
+        )
 
 
 def check_seed(seed: Any, what: str = "seed") -> int | None:

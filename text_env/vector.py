@@ -15,7 +15,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from text_env.core import TextGenEnv
-from text_env.engine import GenerationState, check_seed, pinned_index, resolve_env_args
+from text_env.engine import GenerationState, check_seed, check_state_size, pinned_index, resolve_env_args
 from text_env.tasks.base import Task
 from text_env.validate import positive_int
 
@@ -79,6 +79,7 @@ class TextGenVectorEnv(VectorEnv):
             task, reward, max_new_tokens, context_len, task_kwargs
         )
         self.num_envs = int(num_envs)
+        check_state_size(self.num_envs, self.context_len, self.max_new_tokens)
         self.split = split
         self.render_mode = render_mode
         self.tokenizer = self.task.tokenizer

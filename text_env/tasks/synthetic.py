@@ -68,10 +68,17 @@ def _unique_splits(
     return {"train": exs[:a], "validation": exs[a:b], "test": exs[b:]}
 
 
+MAX_STRING_LENGTH = 1024
+
+
 def _string_task(
     name: str, op: Callable[[str], str], length: int, alphabet: str, sizes: tuple[int, int, int], seed: int
 ) -> Task:
+    # a string task is for algorithm research at small lengths; 1024 letters already makes every prompt
+    # longer than the default observation window, and 10**7 would spin for minutes building the splits
     positive_int(length, "length", name)
+    if length > MAX_STRING_LENGTH:
+        raise ValueError(f"{name}: length must be at most {MAX_STRING_LENGTH}, got {length}")
     if not isinstance(alphabet, str) or len(set(alphabet)) < 2:
         raise ValueError(f"{name}: alphabet needs at least two distinct characters, got {alphabet!r}")
 
