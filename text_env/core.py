@@ -9,6 +9,7 @@ import numpy as np
 from gymnasium import spaces
 
 from text_env.engine import GenerationState, check_seed, pinned_index, resolve_env_args
+from text_env.render import TextRenderer, check_render_mode
 from text_env.tasks.base import Task
 
 
@@ -57,7 +58,12 @@ class TextGenEnv(gym.Env):
     - ``split``: ``"train"``, ``"validation"`` or ``"test"``.
     - ``max_new_tokens``: the token budget (default: the task's).
     - ``context_len``: observation width (default: room for BOS + the longest prompt + the budget).
-    - ``render_mode``: ``"ansi"`` (``render()`` returns the text) or ``"human"`` (prints it).
+    - ``render_mode``: ``"ansi"`` (``render()`` returns the text), ``"human"`` (prints it) or
+      ``"rgb_array"`` (``render()`` returns an ``(H, W, 3)`` uint8 image of the text: the prompt in blue,
+      the completion in red on a yellow band, a status line with the step and, at the end, the return; see
+      :mod:`text_env.render`). Another mode raises :class:`~text_env.render.UnsupportedRenderMode`, a
+      ``ValueError`` that is also a ``TypeError`` (SB3's ``make_vec_env`` retries without
+      ``render_mode`` only on ``TypeError``).
     - ``**task_kwargs``: passed to the task factory, e.g. ``length=4`` for reverse.
 
     ``reset(options=...)`` accepts ``{"prompt_index": i}`` or ``{"prompt": "text"}`` to pin a prompt.
@@ -76,7 +82,7 @@ class TextGenEnv(gym.Env):
         >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     """
 
-    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi", "human", "rgb_array"], "render_fps": 4}
 
     def __init__(
         self,
@@ -88,11 +94,7 @@ class TextGenEnv(gym.Env):
         render_mode: str | None = None,
         **task_kwargs: Any,
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode {render_mode!r} is not supported; expected one of "
-                f"{self.metadata['render_modes']}"
-            )
+        check_render_mode(render_mode, self.metadata["render_modes"])
         self.task, self.reward, self.max_new_tokens, self.context_len = resolve_env_args(
             task, reward, max_new_tokens, context_len, task_kwargs
         )
@@ -106,6 +108,8 @@ class TextGenEnv(gym.Env):
         self._all = np.ones(1, dtype=bool)
         self._slot0 = np.zeros(1, dtype=np.int64)
         self._last_info: dict[str, Any] = {}
+        self._return = 0.0
+        self._renderer: TextRenderer | None = None
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -117,6 +121,7 @@ class TextGenEnv(gym.Env):
         st.reset_slots(self._slot0, pinned_index(st, options))
         info = {"prompt": self._prompt(), "prompt_index": int(st.example[0]), "completion": ""}
         self._last_info = info
+        self._return = 0.0
         return st.obs[0].copy(), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -140,6 +145,7 @@ class TextGenEnv(gym.Env):
             if self.task.success is not None:
                 info["is_success"] = bool(out["success"][0])
         self._last_info = info
+        self._return += float(out["reward"][0])
         if self.render_mode == "human":
             print(self.render_text())
         return (
@@ -165,7 +171,27 @@ class TextGenEnv(gym.Env):
             return self.render_text()
         if self.render_mode == "human":
             print(self.render_text())
+        if self.render_mode == "rgb_array":
+            return self.render_rgb()
         return None
+
+    def render_rgb(self) -> np.ndarray:
+        """The current episode as an ``(H, W, 3)`` uint8 image (the ``rgb_array`` frame; the size is fixed
+        per env). Before the first reset: a blank frame."""
+        if self._renderer is None:
+            self._renderer = TextRenderer.for_state(self._state)
+        info = self._last_info
+        if not info:
+            return self._renderer.render("", "")
+        st = self._state
+        steps = int(st.steps[0])
+        done = bool(st.finished[0])
+        status = f"step {steps}/{self.max_new_tokens}"
+        if done:
+            status += f"  return {self._return:.3g}"
+            if "is_success" in info:
+                status += "  solved" if info["is_success"] else "  not solved"
+        return self._renderer.render(info["prompt"], info.get("completion", ""), status, cursor=not done)
 
     def _prompt(self) -> str:
         return str(self._state.prompts[self._state.example[0]])

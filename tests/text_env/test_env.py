@@ -320,8 +320,8 @@ def test_unknown_task_reward_and_arguments_name_the_bad_value() -> None:
         gym.make("TextEnv/Reverse-v0", reward="nope")
     with pytest.raises(ValueError, match="max_new_tokens must be a positive int, got 0"):
         reverse_env(max_new_tokens=0)
-    with pytest.raises(ValueError, match="render_mode 'rgb_array'"):
-        reverse_env(render_mode="rgb_array")
+    with pytest.raises(ValueError, match="render_mode 'rgb'"):
+        reverse_env(render_mode="rgb")
     with pytest.raises(TypeError, match="lenght"):
         TextGenEnv("reverse", lenght=4)
 
