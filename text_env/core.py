@@ -8,9 +8,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from text_env.action_space import TokenSpace
 from text_env.engine import GenerationState, check_seed, pinned_index, resolve_env_args
 from text_env.render import TextRenderer, check_render_mode
 from text_env.tasks.base import Task
+from text_env.tokenizers import never_emitted_ids
 
 
 class TextGenEnv(gym.Env):
@@ -25,7 +27,9 @@ class TextGenEnv(gym.Env):
 
     ## Action Space
     ``Discrete(vocab_size)``: the id of the next token. ``action_masks()`` gives the tokens the task allows
-    (for MaskablePPO); other tokens are legal actions but never correct.
+    (for MaskablePPO; never ``pad``, ``bos`` or ``unk``); other tokens are legal actions but never correct.
+    ``action_space.sample()`` leaves out ``pad``, ``bos`` and ``unk`` (a
+    :class:`~text_env.action_space.TokenSpace`, a ``Discrete`` in every other respect).
 
     ## Observation Space
     ``Box(0, vocab_size - 1, (context_len,), int64)``: the last ``context_len`` tokens of
@@ -103,7 +107,7 @@ class TextGenEnv(gym.Env):
         self.render_mode = render_mode
         self._state = GenerationState(self.task, split, 1, self.reward, self.context_len, self.max_new_tokens)
         v = self.tokenizer.vocab_size
-        self.action_space = spaces.Discrete(v)
+        self.action_space = TokenSpace(v, never=never_emitted_ids(self.tokenizer))
         self.observation_space = spaces.Box(0, v - 1, shape=(self.context_len,), dtype=np.int64)
         self._all = np.ones(1, dtype=bool)
         self._slot0 = np.zeros(1, dtype=np.int64)

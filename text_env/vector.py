@@ -14,10 +14,12 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from text_env.action_space import TokenBatchSpace, TokenSpace
 from text_env.core import TextGenEnv
 from text_env.engine import GenerationState, check_seed, check_state_size, pinned_index, resolve_env_args
 from text_env.render import TextRenderer, check_render_mode
 from text_env.tasks.base import Task
+from text_env.tokenizers import never_emitted_ids
 from text_env.validate import positive_int
 
 LOCKSTEP = AutoresetMode.DISABLED
@@ -87,9 +89,10 @@ class TextGenVectorEnv(VectorEnv):
             self.task, split, self.num_envs, self.reward, self.context_len, self.max_new_tokens
         )
         v = self.tokenizer.vocab_size
-        self.single_action_space = spaces.Discrete(v)
+        never = never_emitted_ids(self.tokenizer)
+        self.single_action_space = TokenSpace(v, never=never)
         self.single_observation_space = spaces.Box(0, v - 1, shape=(self.context_len,), dtype=np.int64)
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.action_space = TokenBatchSpace(v, self.num_envs, never=never)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self._all_slots = np.arange(self.num_envs)

@@ -87,7 +87,8 @@ def test_budget_truncates_and_pays_the_state_reward() -> None:
 
 
 def test_correct_answer_cut_by_the_budget_still_gets_the_state_reward() -> None:
-    env = reverse_env(max_new_tokens=3)
+    with pytest.warns(UserWarning, match="longest reference is 4 tokens, more than max_new_tokens=3"):
+        env = reverse_env(max_new_tokens=3)
     env.reset(seed=0, options={"prompt": PROMPT})
     *_, (_, reward, terminated, truncated, info) = play(env, "cba", eos=False)
     assert (reward, terminated, truncated) == (1.0, False, True)
