@@ -238,6 +238,14 @@ class GenerationState:
         _check_encodable(prompt, "reset(options=...)", "prompt")
         if reference is not None:
             _check_encodable(reference, "reset(options=...)", "reference")
+            unk = getattr(self.tokenizer, "unk_id", None)
+            if unk is not None and not self.task.allow_unk and unk in self.tokenizer.encode(reference):
+                missing = sorted({c for c in reference if unk in self.tokenizer.encode(c)})
+                raise ValueError(
+                    f"options['reference'] {reference!r} holds characters the tokenizer lacks: {missing}; "
+                    "they would encode to <unk>, which no agent can write (a task built with allow_unk=True "
+                    "allows it)"
+                )
         if self._index_of_prompt is None:
             self._index_of_prompt = {}
             for i, p in enumerate(self.prompts[: self.split_size]):
