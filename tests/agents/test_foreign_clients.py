@@ -104,7 +104,8 @@ def test_sb3_contrib_by_env_id(algo: str) -> None:
 
 
 def test_gymnasium_async_vector_env_by_id() -> None:
-    envs = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="async")
+    # "text_env:" as for SubprocVecEnv: under a spawn/forkserver context the workers import it themselves
+    envs = gym.make_vec(f"text_env:{ENV_ID}", num_envs=2, vectorization_mode="async")
     try:
         obs, _ = envs.reset(seed=0)
         assert obs.shape == (2, *envs.single_observation_space.shape)
