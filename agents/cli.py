@@ -22,6 +22,12 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported lazily at run time, to keep --help fast
+    from pathlib import Path
+
+    from agents.on_policy import OnPolicyAlgorithm
 
 # (module, function) pairs: each function adds one subcommand to the parser.
 _COMMANDS: list[tuple[str, str]] = [
@@ -80,7 +86,7 @@ def _run_demo(args: argparse.Namespace) -> int:
             vectorization_mode="vector_entry_point",
             autoreset_mode=gym.vector.AutoresetMode.DISABLED,
         )
-        base = envs.unwrapped
+        base: Any = envs.unwrapped  # the TextGenVectorEnv: its task, slots and tokenizer
         rng = np.random.default_rng(args.seed)
         results = []
         t0, steps = time.perf_counter(), 0
@@ -94,7 +100,7 @@ def _run_demo(args: argparse.Namespace) -> int:
                 if scripted:  # answer with the reference, then EOS
                     ref_ids, ref_len = refs.reference_rows(idx)
                     col = np.minimum(t, ref_ids.shape[1] - 1)
-                    act = np.where(t < ref_len, ref_ids[:, col], base.tokenizer.eos_id)
+                    act: np.ndarray = np.where(t < ref_len, ref_ids[:, col], base.tokenizer.eos_id)
                 else:
                     act = rng.integers(0, base.tokenizer.vocab_size, size=args.episodes)
                 _, r, _, _, _ = envs.step(act)
@@ -114,7 +120,7 @@ _RUN_IDENTITY = ("seed", "n_envs", "k")
 _CLI_DEFAULTS = {"checkpoint_every": 20, "sft_steps": 1000}
 
 
-def _learner_configs() -> dict[str, type]:
+def _learner_configs() -> dict[str, type[Any]]:
     from agents import ALGORITHMS
 
     return {name: cls.config_class for name, cls in ALGORITHMS.items()}
@@ -289,11 +295,13 @@ def _policy_object(policy: object) -> object:
     return policy
 
 
-def _resume(algo_cls: type, out: object, args: argparse.Namespace, overrides: dict) -> object:
+def _resume(
+    algo_cls: type[OnPolicyAlgorithm], out: Path, args: argparse.Namespace, overrides: dict
+) -> OnPolicyAlgorithm:
     """Load the run in ``out``; refuse flags that would make it another run, and say which are overridden."""
     from agents.checkpoint import read_checkpoint_state
 
-    _, state = read_checkpoint_state(out)  # type: ignore[arg-type]
+    _, state = read_checkpoint_state(out)
     saved = state["config"]
     if state["algo"] != algo_cls.__name__:
         raise ValueError(f"{out} holds a {state['algo']} run; --algo {args.algo} cannot resume it")
@@ -311,7 +319,7 @@ def _resume(algo_cls: type, out: object, args: argparse.Namespace, overrides: di
     for k, v in changed.items():
         print(f"--resume: overriding {k}: {saved.get(k)!r} -> {v!r}")
     agent = algo_cls.load(
-        out, device=args.device, trust_code=args.trust_code, log_dir=out / "logs", checkpoint_dir=out,  # type: ignore[operator]
+        out, device=args.device, trust_code=args.trust_code, log_dir=out / "logs", checkpoint_dir=out,
         **changed,
     )  # fmt: skip
     print(f"resumed {out} at {agent.num_timesteps} steps")

@@ -335,6 +335,7 @@ class OnPolicyAlgorithm:
         k = self.group_size
         if k == 1:
             return self.collector.collect(seed=seed)
+        assert self.env is not None  # grouped collection runs on the env the learner was built with
         n_prompts = len(self.env.task.encoded(self.env.split))
         groups = np.random.default_rng(seed).integers(n_prompts, size=self.config.n_envs // k)
         return self.collector.collect(seed=seed, prompt_index=np.repeat(groups, k))
@@ -519,6 +520,7 @@ class OnPolicyAlgorithm:
             self.policy, batch.input_ids[idx], batch.attention_mask[idx], batch.actions[idx], batch.mask[idx],
             batch.prompt_width, entropy="grad" if self.config.ent_coef > 0 else "detached",
         )  # fmt: skip
+        assert entropy is not None  # "grad" and "detached" both compute it
         pad = (0, batch.actions.shape[1] - new_logp.shape[1])
         return F.pad(new_logp, pad), F.pad(values, pad), F.pad(entropy, pad)
 

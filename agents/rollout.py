@@ -21,7 +21,7 @@ import inspect
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import gymnasium as gym
 import numpy as np
@@ -90,7 +90,7 @@ def make_rollout_env(
             )
         except gym.error.Error as e:  # gymnasium's own errors (unknown id, version) are not ValueErrors
             raise ValueError(f"cannot make env {env!r}: {e}") from e
-        return vec.unwrapped if hasattr(vec, "unwrapped") else vec
+        return cast(TextGenVectorEnv, vec.unwrapped if hasattr(vec, "unwrapped") else vec)
     return TextGenVectorEnv(
         env, num_envs=n_envs, autoreset_mode=gym.vector.AutoresetMode.DISABLED, **env_kwargs
     )
@@ -287,9 +287,10 @@ class RolloutCollector:
         with torch_threads(self.num_threads), torch.inference_mode():
             batch = self._collect(seed, prompt_index, deterministic)
         # inference tensors cannot enter autograd: hand the update ordinary copies
-        return batch._replace(
-            **{k: v.clone() for k, v in batch._asdict().items() if isinstance(v, torch.Tensor)}
-        )
+        copies: dict[str, Any] = {
+            k: v.clone() for k, v in batch._asdict().items() if isinstance(v, torch.Tensor)
+        }
+        return batch._replace(**copies)
 
     def _collect(
         self, seed: int | None, prompt_index: np.ndarray | None, deterministic: bool
@@ -471,7 +472,8 @@ def chunked_action_scores(
     if entropy not in ("grad", "detached", None):
         raise ValueError(f"entropy must be 'grad', 'detached' or None, got {entropy!r}")
     B, T = actions.shape
-    budget = int(chunk_elements or getattr(policy, "logits_chunk_elements", LOGITS_CHUNK_ELEMENTS))
+    chosen: Any = chunk_elements or getattr(policy, "logits_chunk_elements", LOGITS_CHUNK_ELEMENTS)
+    budget = int(chosen)
     cols = max(1, budget // max(1, B * int(policy.vocab_size)))
     lps, ents = [], []
     for s in range(0, T, cols):

@@ -45,7 +45,7 @@ def _extra_refs_match(batch: RewardBatch, out: np.ndarray) -> np.ndarray:
     if multi:
         texts = batch.completions
         for i in multi:
-            if any(texts[i].strip() == r.strip() for r in refs[i][1:]):
+            if any(texts[i].strip() == r.strip() for r in refs[i] or ()):
                 out[i] = 1.0
     return out
 

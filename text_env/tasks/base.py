@@ -178,7 +178,7 @@ def _gather_rows(
     return out, offsets[idx + 1] - starts
 
 
-def encode_split(tokenizer: Tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def encode_split(tokenizer: Any, texts: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(int32 ids, int64 offsets)`` of ``texts``, encoded a chunk at a time (see :func:`encode_flat`)."""
     ids, lengths = encode_flat(tokenizer, texts)
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
@@ -587,7 +587,7 @@ def _spec_name(spec: Any) -> str:
     return (
         repr(spec)
         if isinstance(spec, str)
-        else getattr(spec, "name", None) or getattr(spec, "__name__", type(spec).__name__)
+        else str(getattr(spec, "name", None) or getattr(spec, "__name__", type(spec).__name__))
     )
 
 
