@@ -256,7 +256,7 @@ def _run_train(args: argparse.Namespace) -> int:
                 kwargs = (overrides.pop("policy_kwargs", None) or {}) if args.policy == "smollm2" else {}
                 policy = load_named_policy(args.policy, **kwargs)
             sft_steps = sft_kwargs.pop("steps", _CLI_DEFAULTS["sft_steps"])
-            if sft_steps and world.is_main:  # the other ranks build the same model and get rank 0's weights
+            if sft_steps:  # data-parallel too under torchrun (agents/sft.py)
                 t0 = time.perf_counter()
                 policy = sft(
                     env_id, steps=sft_steps, seed=seed, device=args.device,

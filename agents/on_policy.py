@@ -548,7 +548,7 @@ class OnPolicyAlgorithm:
         stats["charts/tokens_per_s"] = self._last_tokens / dt
         stats["charts/rollout_fraction"] = t_rollout / dt
         self.logger.write(self.num_timesteps, stats)
-        if self.config.verbose and self.iteration % log_interval == 0:
+        if self.config.verbose and self.world.is_main and self.iteration % log_interval == 0:
             logger.info(
                 "%s it=%d steps=%d return=%.3f success=%.3f kl=%.3f tok/s=%.0f", self.algo_name,
                 self.iteration, self.num_timesteps, stats["charts/episodic_return"],

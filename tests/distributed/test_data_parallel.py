@@ -73,6 +73,13 @@ def test_every_learner_two_ranks_of_half_the_batch_equal_one_process_of_all_of_i
         assert np.abs(np.array(naive["weights"]) - ref_w).max() > 0.5 * LR, name
 
 
+def test_sft_on_two_ranks_equals_sft_in_one_process(launch) -> None:
+    rank0, rank1 = launch("sft")
+    assert rank0["sha"] == rank1["sha"]  # the replicas agree bit for bit
+    assert rank0["moved"] > 1e-3  # 6 steps at lr 3e-3 moved the weights
+    assert rank0["weights_diff"] < 1e-2 * 3e-3  # ... and the 2 ranks moved them as one process did
+
+
 # ---- seeds, prompts and replicas ---------------------------------------------------------------------------
 def test_ranks_stay_bitwise_equal_draw_the_global_plan_and_sample_their_own_completions(launch) -> None:
     rank0, rank1 = launch("train")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from agents import A2C, PPO, REINFORCE, RLOO
 from agents.advantages import masked_mean, masked_whiten
 from agents.callbacks import BaseCallback
 from agents.distributed import World, get_world
+from agents.policies import TransformerPolicy
 from agents.rollout import RolloutBatch, RolloutCollector, make_rollout_env
 from text_env.tasks.base import Task
 
@@ -252,6 +254,25 @@ def scenario_stops(world: World, out: dict[str, Any], root: Path) -> None:
     out["nonfinite"] = {"skipped": agent.skipped_updates, "iteration": agent.iteration, "sha": sha(agent)}
 
 
+def scenario_sft(world: World, out: dict[str, Any]) -> None:
+    """A few SFT steps on 2 ranks against the same steps in one process (the cache off: no shortcut)."""
+    sft_module = importlib.import_module("agents.sft")  # (``agents.sft`` is also the function)
+
+    kw = dict(steps=6, batch_size=7, learning_rate=3e-3, warmup=2, seed=2, policy_kwargs=TINY, cache=False)
+    policy = sft_module.sft(ENV, device="cpu", **kw)
+    out["sha"] = hashlib.sha256(flat(policy.parameters()).tobytes()).hexdigest()
+    if world.is_main:
+        saved = sft_module.get_world
+        sft_module.get_world = World
+        try:
+            ref = sft_module.sft(ENV, device="cpu", **kw)
+        finally:
+            sft_module.get_world = saved
+        out["weights_diff"] = float(np.abs(flat(ref.parameters()) - flat(policy.parameters())).max())
+        fresh = TransformerPolicy.for_task(make_rollout_env(ENV, 1).task, seed=2, **TINY)
+        out["moved"] = float(np.abs(flat(fresh.parameters()) - flat(ref.parameters())).max())
+
+
 def main() -> None:
     scenario, out_dir = sys.argv[1], Path(sys.argv[2])
     world = get_world()
@@ -261,6 +282,8 @@ def main() -> None:
         scenario_equivalence(world, out)
     elif scenario == "train":
         scenario_train(world, out)
+    elif scenario == "sft":
+        scenario_sft(world, out)
     elif scenario in ("resume", "stops"):
         root = out_dir / "shared"  # rank 0 writes here; the other ranks never read it (no shared filesystem)
         (scenario_resume if scenario == "resume" else scenario_stops)(world, out, root)
