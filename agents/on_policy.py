@@ -730,7 +730,10 @@ class OnPolicyAlgorithm:
         """Backward, clip and step — unless the loss or the gradient is not finite: then the step is skipped
         (counted in ``losses/skipped_updates``), and ``max_nonfinite_updates`` skips in a row stop training
         with :class:`~agents.checkpoint.NonFiniteUpdateError` (nothing non-finite is ever applied or saved).
-        Returns the gradient norm before clipping."""
+        Returns the gradient norm before clipping. On a data-parallel rank the gradients are averaged over
+        the ranks first (:meth:`reduced_step`), so a learner's own ``train`` keeps the replicas equal."""
+        if self.world.is_distributed:
+            return self.reduced_step(loss, {})[0]
         self.optimizer.zero_grad(set_to_none=True)
         if not bool(torch.isfinite(loss)):
             return self._skip_update(f"the loss is {loss.item()}")

@@ -92,6 +92,11 @@ def test_ranks_stay_bitwise_equal_draw_the_global_plan_and_sample_their_own_comp
         assert a["rows"] == [0, 4] and b["rows"] == [4, 8]
         # the union of the ranks' prompts, in rank order, is the single-process plan of every iteration
         assert [pa + pb for pa, pb in zip(a["prompts"], b["prompts"])] == a["plan"]
+        # evaluation is sharded over the ranks and summed: the single process's figures, on every rank
+        for r in (a, b):
+            assert r["eval"]["episodes"] == 9
+            for key in ("mean_return", "success_rate", "mean_length"):
+                assert r["eval"][key] == pytest.approx(a["eval_ref"][key], rel=1e-9, nan_ok=True), key
     # a one-prompt task: every rank rolls out the same prompt, and must not repeat the other's completions
     assert rank0["one_prompt_completions"] != rank1["one_prompt_completions"]
 

@@ -29,6 +29,7 @@ from agents import A2C, PPO, REINFORCE, RLOO
 from agents.advantages import masked_mean, masked_whiten
 from agents.callbacks import BaseCallback
 from agents.distributed import World, get_world
+from agents.evaluation import evaluate_policy
 from agents.policies import TransformerPolicy
 from agents.rollout import RolloutBatch, RolloutCollector, make_rollout_env
 from text_env.tasks.base import Task
@@ -174,7 +175,9 @@ def scenario_train(world: World, out: dict[str, Any]) -> None:
             "kl_coef": agent.kl.value,
             "rows_logged": agent.logger.rows[-1] if world.is_main else None,
         }
-        if world.is_main:  # the single-process plan of the same seeds
+        out[name]["eval"] = agent.evaluate(n_episodes=9)  # sharded: 5 prompts on rank 0, 4 on rank 1
+        if world.is_main:  # the single-process plan of the same seeds, and evaluation of the same weights
+            out[name]["eval_ref"] = evaluate_policy(agent.policy, agent.env, n_episodes=9)
             with single_process():
                 ref = cls("transformer", ENV, **BASE, **kw)
                 plan = []
