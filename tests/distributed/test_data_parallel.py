@@ -54,6 +54,7 @@ def test_bad_launch_variables_and_batch_sizes_are_named(monkeypatch) -> None:
 
 
 # ---- 2 ranks × B/2 == 1 × B --------------------------------------------------------------------------------
+@pytest.mark.expensive
 def test_every_learner_two_ranks_of_half_the_batch_equal_one_process_of_all_of_it(launch) -> None:
     rank0, rank1 = launch("equivalence")
     for name in LEARNERS:
@@ -73,6 +74,20 @@ def test_every_learner_two_ranks_of_half_the_batch_equal_one_process_of_all_of_i
         assert np.abs(np.array(naive["weights"]) - ref_w).max() > 0.5 * LR, name
 
 
+@pytest.mark.expensive
+def test_the_hf_policy_full_and_lora_trains_data_parallel(launch) -> None:
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    rank0, rank1 = launch("hf")
+    for name in ("full", "lora"):
+        # rank 1 built its policy from another seed: rank 0's weights reached it before the first update
+        assert rank0[name]["sha"] == rank1[name]["sha"]
+        assert rank0[name]["weights_diff"] < 1e-2 * LR  # one update: 2 ranks x B/2 == 1 x B
+        assert rank0[name]["iterations"] == rank1[name]["iterations"] == 3
+        assert rank0[name]["sha_after"] == rank1[name]["sha_after"]
+
+
+@pytest.mark.expensive
 def test_sft_on_two_ranks_equals_sft_in_one_process(launch) -> None:
     rank0, rank1 = launch("sft")
     assert rank0["sha"] == rank1["sha"]  # the replicas agree bit for bit
@@ -81,6 +96,7 @@ def test_sft_on_two_ranks_equals_sft_in_one_process(launch) -> None:
 
 
 # ---- seeds, prompts and replicas ---------------------------------------------------------------------------
+@pytest.mark.expensive
 def test_ranks_stay_bitwise_equal_draw_the_global_plan_and_sample_their_own_completions(launch) -> None:
     rank0, rank1 = launch("train")
     for name in ("ppo", "rloo"):
@@ -102,6 +118,7 @@ def test_ranks_stay_bitwise_equal_draw_the_global_plan_and_sample_their_own_comp
 
 
 # ---- checkpoints -------------------------------------------------------------------------------------------
+@pytest.mark.expensive
 def test_a_resume_under_torchrun_equals_the_run_uninterrupted_and_resumes_at_world_size_one(launch) -> None:
     rank0, rank1 = launch("resume")
     for r in (rank0, rank1):
@@ -136,6 +153,7 @@ def test_a_resume_under_torchrun_equals_the_run_uninterrupted_and_resumes_at_wor
 
 
 # ---- every rank stops together ----------------------------------------------------------------------------
+@pytest.mark.expensive
 def test_a_stop_on_one_rank_stops_every_rank_without_a_hang(launch) -> None:
     rank0, rank1 = launch("stops")  # each collective times out after 60 s, the launch after 120 s
     for r in (rank0, rank1):
@@ -147,6 +165,7 @@ def test_a_stop_on_one_rank_stops_every_rank_without_a_hang(launch) -> None:
 
 
 # ---- the command line -----------------------------------------------------------------------------------
+@pytest.mark.expensive
 def test_torchrun_text_env_train_writes_one_run_and_resumes(torchrun, tmp_path) -> None:
     args = [
         "-m", "agents.cli", "train", "--algo", "ppo", "--env", "TextEnv/Reverse-L4-v0", "--n-envs", "8",

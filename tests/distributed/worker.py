@@ -95,7 +95,8 @@ def rows(batch: RolloutBatch, sl: slice) -> RolloutBatch:
 
 def global_batch(agent: Any, seed: int = 123) -> RolloutBatch:
     """The same n_envs episodes on every rank: a full-size rollout of the shared initial weights."""
-    env = make_rollout_env(ENV, agent.config.n_envs, **agent.config.env_kwargs)
+    tok = on_policy.policy_env_tokenizer(agent.policy)  # an HF policy's env speaks its tokenizer
+    env = make_rollout_env(ENV, agent.config.n_envs, policy_tokenizer=tok, **agent.config.env_kwargs)
     return RolloutCollector(agent.policy, env, agent.reference, num_threads=1).collect(seed=seed)
 
 
@@ -257,6 +258,31 @@ def scenario_stops(world: World, out: dict[str, Any], root: Path) -> None:
     out["nonfinite"] = {"skipped": agent.skipped_updates, "iteration": agent.iteration, "sha": sha(agent)}
 
 
+def scenario_hf(world: World, out: dict[str, Any]) -> None:
+    """The Hugging Face policy path (a tiny random Llama, full and LoRA): one PPO update of a global batch
+    against the single process, then 2 iterations with the replicas bitwise equal."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agents"))
+    from hf_fixtures import tiny_hf_policy
+
+    lora = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"], "dropout": 0.0}
+    kw = {**GRADED, "n_envs": 4, "policy_kwargs": {}, "n_epochs": 1, "batch_size": 2}
+    for name, extra in (("full", {}), ("lora", {"lora": lora})):
+        agent = PPO(tiny_hf_policy(seed=world.rank, **extra), ENV, **kw)  # rank 0's weights are broadcast
+        batch = global_batch(agent)
+        agent.update(rows(batch, agent._shard))
+        res: dict[str, Any] = {"sha": sha(agent)}
+        if world.is_main:
+            with single_process():
+                ref = PPO(tiny_hf_policy(seed=0, **extra), ENV, **kw)
+                ref.update(batch)
+            res["weights_diff"] = float(
+                np.abs(flat(ref.policy.parameters()) - flat(agent.policy.parameters())).max()
+            )
+        agent.learn(2 * 4 * 4, reset_num_timesteps=False)
+        res.update(iterations=agent.iteration, sha_after=sha(agent))
+        out[name] = res
+
+
 def scenario_sft(world: World, out: dict[str, Any]) -> None:
     """A few SFT steps on 2 ranks against the same steps in one process (the cache off: no shortcut)."""
     sft_module = importlib.import_module("agents.sft")  # (``agents.sft`` is also the function)
@@ -287,6 +313,8 @@ def main() -> None:
         scenario_train(world, out)
     elif scenario == "sft":
         scenario_sft(world, out)
+    elif scenario == "hf":
+        scenario_hf(world, out)
     elif scenario in ("resume", "stops"):
         root = out_dir / "shared"  # rank 0 writes here; the other ranks never read it (no shared filesystem)
         (scenario_resume if scenario == "resume" else scenario_stops)(world, out, root)
