@@ -37,6 +37,28 @@ def test_a_plain_process_is_a_world_of_one_that_runs_no_collective(monkeypatch) 
     assert get_world() == World()
 
 
+def test_a_single_process_run_makes_no_collective_call(monkeypatch, tmp_path) -> None:
+    import torch.distributed as dist
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a collective in a single process")
+
+    for name in ("init_process_group", "all_reduce", "all_gather", "broadcast", "barrier"):
+        monkeypatch.setattr(dist, name, refuse)
+    agent = PPO(
+        "transformer", "TextEnv/Reverse-L4-v0", n_envs=4, batch_size=2, policy_kwargs=TINY, device="cpu",
+        checkpoint_dir=tmp_path / "run", checkpoint_every=1,
+    )  # fmt: skip
+    agent.learn(10)
+    agent.evaluate(n_episodes=3)
+    PPO.load(tmp_path / "run").save(tmp_path / "run")
+    state = json.loads((tmp_path / "run" / f"ckpt-{agent.iteration:08d}" / "state.json").read_text())
+    assert state["world_size"] == 1
+
+
 def test_bad_launch_variables_and_batch_sizes_are_named(monkeypatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(ValueError, match="WORLD_SIZE='two' is not an integer"):
