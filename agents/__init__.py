@@ -21,7 +21,12 @@ from agents.rloo import RLOO, RLOOConfig
 from agents.rollout import RolloutBatch, RolloutCollector, make_rollout_env
 from agents.sft import sft
 
-ALGORITHMS = {"ppo": PPO, "rloo": RLOO, "reinforce": REINFORCE, "a2c": A2C}
+ALGORITHMS: dict[str, type[OnPolicyAlgorithm]] = {
+    "ppo": PPO,
+    "rloo": RLOO,
+    "reinforce": REINFORCE,
+    "a2c": A2C,
+}
 
 __all__ = [
     "A2C",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from agents.advantages import compute_gae, masked_whiten
+from agents.advantages import compute_gae
 from agents.on_policy import OnPolicyAlgorithm, OnPolicyConfig
 from agents.rollout import RolloutBatch
 
@@ -43,5 +43,5 @@ class A2C(OnPolicyAlgorithm):
         cfg = self.config
         b_advantages, b_returns = compute_gae(rewards, batch.values, batch.mask, cfg.gamma, cfg.gae_lambda)
         if cfg.normalize_advantage:
-            b_advantages = masked_whiten(b_advantages, batch.mask)
+            b_advantages = self.whiten(b_advantages, batch.mask)  # over every rank's tokens
         return self.policy_gradient_step(batch, b_advantages, b_returns, cfg.vf_coef)

@@ -23,9 +23,15 @@ from typing import Any
 import torch
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` over the positions where ``mask`` is true (0 if none)."""
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, count: float | None = None) -> torch.Tensor:
+    """Mean of ``x`` over the positions where ``mask`` is true (0 if none).
+
+    ``count`` replaces the local count of true positions as the divisor: a data-parallel rank passes
+    (global count ÷ world size), so that the ranks' averaged results are the global mean (a per-rank mean
+    would weight each rank's tokens by its own count)."""
     m = mask.to(x.dtype)
+    if count is not None:
+        return (x * m).sum() / max(float(count), 1e-12)
     return (x * m).sum() / m.sum().clamp_min(1.0)
 
 

@@ -578,3 +578,53 @@ __all__ = [
     "without_working_directory",
     "write_checkpoint",
 ]
+
+
+# ---- data parallelism: one rank reads, every rank loads ------------------------------------------------
+def broadcast_checkpoint(world: Any, path: str | os.PathLike, into: Path) -> Path:
+    """Rank 0 reads the newest checkpoint of the run ``path`` (verified against its manifest) and sends its
+    files to every rank, which writes them under ``into`` as a run directory of one checkpoint; returns the
+    run directory to load from (``path`` itself on rank 0). No shared filesystem is needed, and each rank
+    verifies the manifest again as it loads. Sent as bytes and JSON, never pickled."""
+    header: dict[str, Any] = {"error": None}
+    files: list[Path] = []
+    if world.is_main:
+        try:
+            ckpt, _ = read_checkpoint_state(path)
+            files = sorted(p for p in ckpt.rglob("*") if p.is_file() and not p.is_symlink())
+            header = {
+                "error": None,
+                "name": ckpt.name,
+                "files": [[p.relative_to(ckpt).as_posix(), p.stat().st_size] for p in files],
+            }
+        except Exception as e:  # every rank raises, none waits for files that will not come
+            header = {"error": f"{type(e).__name__}: {e}"}
+            world.broadcast_object(header)
+            raise
+    header = world.broadcast_object(header)
+    if header["error"] is not None:
+        raise ValueError(f"rank 0 could not read the checkpoint in {str(path)!r}: {header['error']}")
+    if world.is_main:
+        for p in files:
+            world.broadcast_bytes(p.read_bytes())
+        return Path(path)
+    name = header["name"]
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise ValueError(f"rank 0 sent a checkpoint name {name!r} that is not a directory name")
+    ckpt = into / name
+    for rel, size in header["files"]:
+        data = world.broadcast_bytes(None)
+        if (
+            not isinstance(rel, str)
+            or ".." in Path(rel).parts
+            or Path(rel).is_absolute()
+            or len(data) != size
+        ):
+            raise ValueError(
+                f"rank 0 sent a bad checkpoint file {rel!r} ({len(data)} bytes, expected {size})"
+            )
+        target = ckpt / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    atomic_write_json(into / "latest.json", {"checkpoint": name})
+    return into

@@ -16,12 +16,19 @@ this file only wires them together, so importing it stays cheap.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported lazily at run time, to keep --help fast
+    from pathlib import Path
+
+    from agents.on_policy import OnPolicyAlgorithm
 
 # (module, function) pairs: each function adds one subcommand to the parser.
 _COMMANDS: list[tuple[str, str]] = [
@@ -80,7 +87,7 @@ def _run_demo(args: argparse.Namespace) -> int:
             vectorization_mode="vector_entry_point",
             autoreset_mode=gym.vector.AutoresetMode.DISABLED,
         )
-        base = envs.unwrapped
+        base: Any = envs.unwrapped  # the TextGenVectorEnv: its task, slots and tokenizer
         rng = np.random.default_rng(args.seed)
         results = []
         t0, steps = time.perf_counter(), 0
@@ -94,7 +101,7 @@ def _run_demo(args: argparse.Namespace) -> int:
                 if scripted:  # answer with the reference, then EOS
                     ref_ids, ref_len = refs.reference_rows(idx)
                     col = np.minimum(t, ref_ids.shape[1] - 1)
-                    act = np.where(t < ref_len, ref_ids[:, col], base.tokenizer.eos_id)
+                    act: np.ndarray = np.where(t < ref_len, ref_ids[:, col], base.tokenizer.eos_id)
                 else:
                     act = rng.integers(0, base.tokenizer.vocab_size, size=args.episodes)
                 _, r, _, _, _ = envs.step(act)
@@ -114,7 +121,7 @@ _RUN_IDENTITY = ("seed", "n_envs", "k")
 _CLI_DEFAULTS = {"checkpoint_every": 20, "sft_steps": 1000}
 
 
-def _learner_configs() -> dict[str, type]:
+def _learner_configs() -> dict[str, type[Any]]:
     from agents import ALGORITHMS
 
     return {name: cls.config_class for name, cls in ALGORITHMS.items()}
@@ -182,6 +189,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from agents import ALGORITHMS, sft
     from agents.checkpoint import RunLock
     from agents.config import given_overrides
+    from agents.distributed import get_world, shutdown
 
     name = args.algo.lower()
     algo_cls = ALGORITHMS.get(name)
@@ -209,24 +217,43 @@ def _run_train(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/{env_id.split('/')[-1]}_{name}_s{seed}")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a file; expected a run directory")
-    with RunLock.for_directory(out):
+    # under torchrun (agents/distributed.py) rank 0 alone owns --out: it locks it, decides whether to resume
+    # or start over, and tells the others, who need no shared filesystem; a single process is unchanged
+    world = get_world()
+    say = print if world.is_main else _silent
+    with RunLock.for_directory(out) if world.is_main else contextlib.nullcontext():
         agent = None
-        has_run = (out / "latest.json").exists()
-        if args.resume and has_run:
-            agent = _resume(algo_cls, out, args, overrides)
-        elif args.resume:
-            print(f"no checkpoint in {out}; starting a new run")
-        elif has_run or (out / "logs" / "progress.csv").exists():
-            if not args.overwrite:
-                raise ValueError(
-                    f"{str(out)!r} already holds a run; pass --resume to continue it, or --overwrite to "
-                    "delete it and start again (or choose another --out)"
-                )
-            for child in out.iterdir():
-                if child.name == ".text-env-lock.json":
-                    continue
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-            print(f"--overwrite: deleted the run in {out}")
+        decision: dict = {"resume": False, "changed": {}, "error": None}
+        if world.is_main:
+            try:
+                has_run = (out / "latest.json").exists()
+                if args.resume and has_run:
+                    decision["resume"], decision["changed"] = (
+                        True,
+                        _resume_overrides(algo_cls, out, args, overrides),
+                    )
+                elif args.resume:
+                    print(f"no checkpoint in {out}; starting a new run")
+                elif has_run or (out / "logs" / "progress.csv").exists():
+                    if not args.overwrite:
+                        raise ValueError(
+                            f"{str(out)!r} already holds a run; pass --resume to continue it, or --overwrite "
+                            "to delete it and start again (or choose another --out)"
+                        )
+                    for child in out.iterdir():
+                        if child.name == ".text-env-lock.json":
+                            continue
+                        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+                    print(f"--overwrite: deleted the run in {out}")
+            except Exception as e:
+                if world.is_distributed:  # the other ranks wait for the decision: tell them
+                    world.broadcast_object({**decision, "error": str(e)})
+                raise
+        decision = world.broadcast_object(decision)
+        if decision["error"] is not None:
+            raise RuntimeError(f"rank 0 stopped: {decision['error']}")
+        if decision["resume"]:
+            agent = _load_run(algo_cls, out, args, decision["changed"], say)
         if agent is None:
             policy: object = args.policy
             from agents.pretrained import NAMED_POLICIES, load_named_policy
@@ -235,7 +262,7 @@ def _run_train(args: argparse.Namespace) -> int:
                 kwargs = (overrides.pop("policy_kwargs", None) or {}) if args.policy == "smollm2" else {}
                 policy = load_named_policy(args.policy, **kwargs)
             sft_steps = sft_kwargs.pop("steps", _CLI_DEFAULTS["sft_steps"])
-            if sft_steps:
+            if sft_steps:  # data-parallel too under torchrun (agents/sft.py)
                 t0 = time.perf_counter()
                 # --env-kwargs (a Custom-v0 task file, task options) shape the demonstrations too
                 sft_env: object = env_id
@@ -252,7 +279,7 @@ def _run_train(args: argparse.Namespace) -> int:
                     policy_kwargs=overrides.get("policy_kwargs"), progress_bar=not args.no_progress,
                     **sft_kwargs,
                 )  # fmt: skip
-                print(f"SFT: {sft_steps} steps in {time.perf_counter() - t0:.1f}s")
+                say(f"SFT: {sft_steps} steps in {time.perf_counter() - t0:.1f}s")
             overrides.setdefault("checkpoint_every", _CLI_DEFAULTS["checkpoint_every"])
             agent = algo_cls(
                 policy, env_id, device=args.device, log_dir=out / "logs", checkpoint_dir=out, **overrides
@@ -269,13 +296,19 @@ def _run_train(args: argparse.Namespace) -> int:
                 f" (the budget asked for {remaining}; training stops at the first iteration boundary at or "
                 f"past it, and one iteration is n_envs={agent.config.n_envs} whole episodes)"
             )
-        print(f"trained {trained} tokens in {time.perf_counter() - t0:.1f}s{note}; saved to {out}")
-    result = agent.evaluate(n_episodes=args.eval_episodes)
-    print(
+        procs = f" on {world.size} processes" if world.is_distributed else ""
+        say(f"trained {trained} tokens{procs} in {time.perf_counter() - t0:.1f}s{note}; saved to {out}")
+    result = agent.evaluate(n_episodes=args.eval_episodes)  # sharded over the ranks
+    say(
         f"test split: success {result['success_rate']:.3f}  mean return {result['mean_return']:.3f}  "
         f"({result['episodes']} prompts, greedy)"
     )
+    shutdown()
     return 0
+
+
+def _silent(*args: object, **kwargs: object) -> None:
+    """``print`` on the ranks other than 0 of a data-parallel run."""
 
 
 def _join(names: list[str]) -> str:
@@ -298,11 +331,13 @@ def _policy_object(policy: object) -> object:
     return policy
 
 
-def _resume(algo_cls: type, out: object, args: argparse.Namespace, overrides: dict) -> object:
-    """Load the run in ``out``; refuse flags that would make it another run, and say which are overridden."""
+def _resume_overrides(
+    algo_cls: type[OnPolicyAlgorithm], out: Path, args: argparse.Namespace, overrides: dict
+) -> dict:
+    """The flags that change the saved run's config (said); refuses those that would make it another run."""
     from agents.checkpoint import read_checkpoint_state
 
-    _, state = read_checkpoint_state(out)  # type: ignore[arg-type]
+    _, state = read_checkpoint_state(out)
     saved = state["config"]
     if state["algo"] != algo_cls.__name__:
         raise ValueError(f"{out} holds a {state['algo']} run; --algo {args.algo} cannot resume it")
@@ -319,11 +354,21 @@ def _resume(algo_cls: type, out: object, args: argparse.Namespace, overrides: di
         )
     for k, v in changed.items():
         print(f"--resume: overriding {k}: {saved.get(k)!r} -> {v!r}")
+    return changed
+
+
+def _load_run(
+    algo_cls: type[OnPolicyAlgorithm],
+    out: Path,
+    args: argparse.Namespace,
+    changed: dict,
+    say: Callable[[str], None],
+) -> OnPolicyAlgorithm:
     agent = algo_cls.load(
-        out, device=args.device, trust_code=args.trust_code, log_dir=out / "logs", checkpoint_dir=out,  # type: ignore[operator]
+        out, device=args.device, trust_code=args.trust_code, log_dir=out / "logs", checkpoint_dir=out,
         **changed,
     )  # fmt: skip
-    print(f"resumed {out} at {agent.num_timesteps} steps")
+    say(f"resumed {out} at {agent.num_timesteps} steps")
     return agent
 
 

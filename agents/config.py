@@ -197,7 +197,7 @@ def _is_json_type(tp: Any) -> bool:
 
 
 def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) if get_origin(tp) is None and isinstance(tp, type) else str(tp)
+    return tp.__name__ if get_origin(tp) is None and isinstance(tp, type) else str(tp)
 
 
 def check_json_type(value: Any, tp: Any, where: str = "value") -> None:

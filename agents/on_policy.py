@@ -36,10 +36,12 @@ from agents.advantages import (
     explained_variance,
     group_advantages,
     masked_mean,
+    masked_whiten,
 )
 from agents.callbacks import CallbackList, CheckpointCallback, ProgressBarCallback, make_callback
 from agents.checkpoint import NonFiniteUpdateError, RunLock
 from agents.config import check_fields, config_from_dict
+from agents.distributed import World, get_world
 from agents.evaluation import evaluate_policy
 from agents.kl import KLController, kl_penalized_rewards
 from agents.logger import TrainLogger
@@ -92,6 +94,12 @@ def iteration_seed(seed: int, iteration: int) -> int:
     """A seed for one iteration, derived from the run's seed: an iteration replays identically after a
     resume without saving any RNG state."""
     return int(np.random.SeedSequence([seed, iteration]).generate_state(1, dtype=np.uint32)[0])
+
+
+def rank_sampler_seed(seed: int, iteration: int, rank: int) -> int:
+    """The sampler's seed of one rank of a data-parallel run at one iteration, from (seed, iteration, rank):
+    ranks that shared a sampling seed would repeat each other's completions of the same prompt."""
+    return int(np.random.SeedSequence([seed, iteration, rank, 0xD1]).generate_state(1, dtype=np.uint32)[0])
 
 
 # ---- the config --------------------------------------------------------------------------------------------
@@ -221,10 +229,15 @@ class OnPolicyAlgorithm:
         base = config if config is not None else self.config_class()
         self.config = dataclasses.replace(base, **hyperparameters)  # validated in __post_init__
         cfg = self.config
-        self.device = resolve_device(device)
+        # data parallelism (agents/distributed.py): a world of size 1 changes nothing below
+        self.world: World = get_world()
+        self._shard = self.world.slice(cfg.n_envs, self.group_size)  # this rank's rows of the global batch
+        n_local = self._shard.stop - self._shard.start
+        self._global_lengths: np.ndarray | None = None  # every rank's episode lengths, this iteration
+        self.device = self.world.device(resolve_device(device))
         self.env_spec = env if isinstance(env, str) else None
         if _is_name(policy, "transformer"):  # sized for the env's task: the env first
-            self.env = make_rollout_env(env, cfg.n_envs, **cfg.env_kwargs) if env is not None else None
+            self.env = make_rollout_env(env, n_local, **cfg.env_kwargs) if env is not None else None
             self._warn_unserialisable()
             torch.manual_seed(cfg.seed)
             self.policy = self._build_policy(policy, cfg.policy_kwargs).to(self.device)
@@ -232,16 +245,27 @@ class OnPolicyAlgorithm:
             torch.manual_seed(cfg.seed)
             self.policy = self._build_policy(policy, cfg.policy_kwargs).to(self.device)
             self.env = None if env is None else make_rollout_env(
-                env, cfg.n_envs, policy_tokenizer=policy_env_tokenizer(self.policy), **cfg.env_kwargs
+                env, n_local, policy_tokenizer=policy_env_tokenizer(self.policy), **cfg.env_kwargs
             )  # fmt: skip
             self._warn_unserialisable()
+        if self.world.is_distributed:
+            if self.env is not None and self.env.num_envs != n_local:
+                raise ValueError(
+                    f"a data-parallel rank rolls out n_envs / world_size = {cfg.n_envs} / {self.world.size} "
+                    f"= {n_local} slots, but the env passed has num_envs={self.env.num_envs}; pass an env id "
+                    "or a task, or an env of that size"
+                )
+            self.world.broadcast_module(self.policy)  # every rank starts from rank 0's weights
         self._check_trainable(self.policy)
         if cfg.temperature is not None:
             self.policy.temperature = cfg.temperature
         self.kl = KLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
+        given_reference = reference is not None
         if reference is None and cfg.kl_coef > 0:
-            reference = self.policy.clone_frozen()
+            reference = self.policy.clone_frozen()  # of the broadcast weights
         self.reference = None if reference is None else reference.to(self.device).eval()
+        if self.reference is not None and given_reference and self.world.is_distributed:
+            self.world.broadcast_module(self.reference, "reference")
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
         self.collector = None if self.env is None else RolloutCollector(self.policy, self.env, self.reference)
         self.log_dir = None if log_dir is None else Path(log_dir)
@@ -254,6 +278,7 @@ class OnPolicyAlgorithm:
         self.skipped_updates = 0  # updates skipped for a non-finite loss or gradient, over the run
         self._nonfinite_in_a_row = 0
         self._stop_requested = False
+        self._last_tokens = 0
 
     # ---- config access (the hyperparameters read as attributes) -------------------------------------------
     def __getattr__(self, name: str) -> Any:
@@ -272,7 +297,8 @@ class OnPolicyAlgorithm:
     @property
     def logger(self) -> TrainLogger:
         if self._logger is None:
-            self._logger = TrainLogger(self.log_dir, append=self._append_logs)
+            # rank 0 alone writes progress.csv and TensorBoard; the others keep their rows in memory
+            self._logger = TrainLogger(self.log_dir, append=self._append_logs, enabled=self.world.is_main)
         return self._logger
 
     # ---- construction helpers --------------------------------------------------------------------------
@@ -333,11 +359,30 @@ class OnPolicyAlgorithm:
         seed = iteration_seed(self.config.seed, self.iteration)
         self.policy.eval()
         k = self.group_size
+        if self.world.is_distributed:
+            return self._collect_shard(seed, k)
         if k == 1:
             return self.collector.collect(seed=seed)
+        assert self.env is not None  # grouped collection runs on the env the learner was built with
         n_prompts = len(self.env.task.encoded(self.env.split))
         groups = np.random.default_rng(seed).integers(n_prompts, size=self.config.n_envs // k)
         return self.collector.collect(seed=seed, prompt_index=np.repeat(groups, k))
+
+    def _collect_shard(self, seed: int, k: int) -> RolloutBatch:
+        """A data-parallel rank's rows of the global batch: every rank draws the single-process plan (global
+        slot ``i``'s prompt comes from seed ``seed + i``, as ``env.reset(seed=seed)`` seeds it; a group plan
+        is drawn whole) and keeps its slice; the sampler is seeded from (seed, iteration, rank)."""
+        assert self.collector is not None
+        shard = self._shard
+        sampler = rank_sampler_seed(self.config.seed, self.iteration, self.world.rank)
+        slot_seeds = [seed + i for i in range(shard.start, shard.stop)]
+        if k == 1:
+            return self.collector.collect(seed=slot_seeds, sampler_seed=sampler)
+        assert self.env is not None  # grouped collection runs on the env the learner was built with
+        n_prompts = len(self.env.task.encoded(self.env.split))
+        groups = np.random.default_rng(seed).integers(n_prompts, size=self.config.n_envs // k)
+        plan = np.repeat(groups, k)[shard]
+        return self.collector.collect(seed=slot_seeds, sampler_seed=sampler, prompt_index=plan)
 
     @property
     def group_size(self) -> int:
@@ -362,6 +407,84 @@ class OnPolicyAlgorithm:
         """The algorithm's update on one batch, given its KL-shaped per-token ``rewards (B, T)``."""
         raise NotImplementedError
 
+    # ---- global normalisers (data parallelism; a single process computes exactly what it always did) -----
+    def global_count(self, rows: np.ndarray | torch.Tensor | None = None) -> float:
+        """Valid tokens over every rank in the global batch's ``rows`` (all rows if None)."""
+        lengths = self._global_lengths
+        if lengths is None:
+            raise RuntimeError("global_count is only known inside a data-parallel iteration")
+        if rows is None:
+            return float(lengths.sum())
+        return float(lengths[np.asarray(rows.cpu() if isinstance(rows, torch.Tensor) else rows)].sum())
+
+    def batch_mean(self, x: torch.Tensor, mask: torch.Tensor, rows: Any = None) -> torch.Tensor:
+        """The masked mean of a loss term over the global batch's ``rows``: in a single process
+        :func:`~agents.advantages.masked_mean`; on a data-parallel rank its local sum ÷ (global count ÷
+        world size), so that the ranks' mean (the gradient all-reduce) is the single-process value."""
+        if not self.world.is_distributed:
+            return masked_mean(x, mask)
+        return masked_mean(x, mask, max(self.global_count(rows), 1.0) / self.world.size)
+
+    def whiten(self, x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+        """Advantage whitening over the whole global batch (mean and variance over every rank's tokens)."""
+        if not self.world.is_distributed:
+            return masked_whiten(x, mask, eps)
+        n = max(self.global_count(), 1.0)
+        m = mask.to(x.dtype)
+        mean = self.world.sum([float((x * m).sum())])[0] / n
+        var = self.world.sum([float((((x - mean) ** 2) * m).sum())])[0] / n
+        return torch.where(mask, (x - mean) / math.sqrt(var + eps), torch.zeros_like(x))
+
+    def batch_explained_variance(
+        self, y_pred: torch.Tensor, y_true: torch.Tensor, mask: torch.Tensor
+    ) -> float:
+        """:func:`~agents.advantages.explained_variance` over the global batch (a logged diagnostic)."""
+        if not self.world.is_distributed:
+            return explained_variance(y_pred, y_true, mask)
+        yt, d = y_true[mask].double(), (y_true - y_pred)[mask].double()
+        n, s1, s2, r1, r2 = self.world.sum([yt.numel(), yt.sum(), (yt**2).sum(), d.sum(), (d**2).sum()])
+        if n < 2:
+            return float("nan")
+        var = s2 / n - (s1 / n) ** 2
+        if var <= 0:
+            return float("nan")
+        return float(1 - (r2 / n - (r1 / n) ** 2) / var)
+
+    def reduced_step(
+        self, loss: torch.Tensor | None, scalars: dict[str, torch.Tensor]
+    ) -> tuple[float, dict[str, float]]:
+        """:meth:`optimizer_step` on ``loss``, returning the gradient norm and ``scalars`` as floats.
+
+        On a data-parallel rank the gradients and the scalars (each a rank's share, see :meth:`batch_mean`)
+        are averaged over ranks in one collective, so the scalars are the global batch's; a rank with no
+        rows in a minibatch passes ``loss=None`` (zero gradient) and still joins the collective. A
+        non-finite loss on any rank skips the step on every rank."""
+        if not self.world.is_distributed:
+            if loss is None:
+                raise ValueError("reduced_step needs a loss in a single process")
+            return self.optimizer_step(loss), {k: v.item() for k, v in scalars.items()}
+        self.optimizer.zero_grad(set_to_none=True)
+        finite = loss is None or bool(torch.isfinite(loss))
+        if loss is not None and finite:
+            loss.backward()
+        names = list(scalars)
+        flag = torch.tensor(0.0 if finite else 1.0, device=self.device)
+        parts = [scalars[k].detach().float().reshape(()).to(self.device) for k in names]
+        extras = self.world.all_reduce_gradients(self.policy.parameters(), torch.stack([*parts, flag]))
+        assert extras is not None
+        values = extras.tolist()
+        reduced = dict(zip(names, values[:-1]))
+        if values[-1] > 0:
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._skip_update("the loss is not finite on at least one rank"), reduced
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.max_grad_norm)
+        if not bool(torch.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._skip_update(f"the gradient norm is {float(grad_norm)}"), reduced
+        self.optimizer.step()
+        self._nonfinite_in_a_row = 0
+        return float(grad_norm), reduced
+
     def learn(
         self,
         total_timesteps: int,
@@ -385,7 +508,8 @@ class OnPolicyAlgorithm:
         builtin: list[Any] = []
         if self.checkpoint_dir is not None:
             builtin.append(CheckpointCallback(self.checkpoint_dir, self.config.checkpoint_every))
-        progress = ProgressBarCallback(int(total_timesteps), self.algo_name) if progress_bar else None
+        show_bar = progress_bar and self.world.is_main  # one bar per run, on rank 0
+        progress = ProgressBarCallback(int(total_timesteps), self.algo_name) if show_bar else None
         if progress is not None:
             builtin.append(progress)
         cb = CallbackList([*builtin, make_callback(callback)])
@@ -398,7 +522,11 @@ class OnPolicyAlgorithm:
                 while self.num_timesteps < target:
                     batch, stats = self._iteration(log_interval)
                     cb.update_locals({"batch": batch, "stats": stats})
-                    if not cb.on_step():
+                    go_on = cb.on_step()
+                    if self.world.is_distributed:  # every rank leaves together, or the others would hang
+                        votes = self.world.sum([0.0 if go_on else 1.0, float(self._stop_requested)])
+                        go_on, self._stop_requested = votes[0] == 0, votes[1] > 0
+                    if not go_on:
                         break
                     if self._stop_requested:
                         logger.warning("stop requested by a signal: checkpointing and returning")
@@ -416,25 +544,12 @@ class OnPolicyAlgorithm:
         t0 = time.perf_counter()
         batch = self.collect_rollouts()
         t_rollout = time.perf_counter() - t0
-        rewards, kl = self.shaped_rewards(batch)
-        self.policy.train()
-        self._set_learning_rate()
-        skipped_before = self.skipped_updates
-        stats = self.train(batch, rewards)
-        self.kl.update(float(kl.mean()), batch.actions.shape[0])
-        stats["charts/kl"] = float(kl.mean())
-        self.policy.eval()
-        self.num_timesteps += batch.num_tokens
-        self.iteration += 1
+        stats = self.update(batch)
         dt = time.perf_counter() - t0
-        stats.update(self._episode_stats(batch))
-        stats["charts/tokens_per_s"] = batch.num_tokens / dt
+        stats["charts/tokens_per_s"] = self._last_tokens / dt
         stats["charts/rollout_fraction"] = t_rollout / dt
-        stats["charts/kl_coef"] = self.kl.value
-        stats["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
-        stats["losses/skipped_updates"] = float(self.skipped_updates - skipped_before)
         self.logger.write(self.num_timesteps, stats)
-        if self.config.verbose and self.iteration % log_interval == 0:
+        if self.config.verbose and self.world.is_main and self.iteration % log_interval == 0:
             logger.info(
                 "%s it=%d steps=%d return=%.3f success=%.3f kl=%.3f tok/s=%.0f", self.algo_name,
                 self.iteration, self.num_timesteps, stats["charts/episodic_return"],
@@ -442,6 +557,60 @@ class OnPolicyAlgorithm:
                 stats["charts/tokens_per_s"],
             )  # fmt: skip
         return batch, stats
+
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        """Everything an iteration does after its rollout: shape the rewards, train on the batch, adapt β,
+        count the tokens; returns the iteration's scalars (the timings are the caller's). On a data-parallel
+        rank ``batch`` is its rows of the global batch, and β, the counts and the scalars are the global
+        batch's."""
+        rewards, kl = self.shaped_rewards(batch)
+        table = None
+        if self.world.is_distributed:  # every rank's episodes, for the global counts, β and the logs
+            table = self._gather_episodes(batch, kl)
+            self._global_lengths = table[:, 0].astype(np.int64)
+        self.policy.train()
+        self._set_learning_rate()
+        skipped_before = self.skipped_updates
+        stats = self.train(batch, rewards)
+        if table is None:
+            self.kl.update(float(kl.mean()), batch.actions.shape[0])
+            stats["charts/kl"] = float(kl.mean())
+            n_tokens = batch.num_tokens
+            stats_episodes = self._episode_stats(batch)
+        else:  # β moves on the global batch's KL; the budget counts every rank's tokens
+            global_kl = float(table[:, 3].mean())
+            self.kl.update(global_kl, table.shape[0])
+            stats["charts/kl"] = global_kl
+            assert self._global_lengths is not None  # set with the table just above
+            n_tokens = int(self._global_lengths.sum())
+            stats_episodes = {
+                "charts/episodic_return": float(table[:, 1].mean()),
+                "charts/episode_length": float(table[:, 0].mean()),
+            }
+            if not np.isnan(table[:, 2]).all():
+                stats_episodes["charts/success_rate"] = float(np.nanmean(table[:, 2]))
+            self._global_lengths = None
+        self.policy.eval()
+        self.num_timesteps += n_tokens
+        self._last_tokens = n_tokens
+        self.iteration += 1
+        stats.update(stats_episodes)
+        stats["charts/tokens_per_s"] = stats["charts/rollout_fraction"] = float("nan")  # timed by the caller
+        stats["charts/kl_coef"] = self.kl.value
+        stats["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
+        stats["losses/skipped_updates"] = float(self.skipped_updates - skipped_before)
+        return stats
+
+    def _gather_episodes(self, batch: RolloutBatch, kl: torch.Tensor) -> np.ndarray:
+        """``(n_envs, 4)`` float64: every rank's episodes in global order — length, return, success, KL."""
+        local = torch.as_tensor(
+            np.stack(
+                [batch.lengths, batch.episode_returns, batch.success, kl.detach().cpu().double().numpy()],
+                axis=1,
+            ),
+            dtype=torch.float64,
+        )
+        return self.world.all_gather(local).numpy()
 
     @contextmanager
     def _training_context(self) -> Iterator[None]:
@@ -453,7 +622,8 @@ class OnPolicyAlgorithm:
         threads = auto_num_threads(self.policy, self.device)
         if threads is not None:
             torch.set_num_threads(threads)
-        locks = [RunLock.for_directory(d) for d in (self.checkpoint_dir, self.log_dir) if d is not None]
+        dirs = (self.checkpoint_dir, self.log_dir) if self.world.is_main else ()  # rank 0 writes them
+        locks = [RunLock.for_directory(d) for d in dirs if d is not None]
         try:
             with contextlib.ExitStack() as stack:
                 for lock in locks:
@@ -519,6 +689,7 @@ class OnPolicyAlgorithm:
             self.policy, batch.input_ids[idx], batch.attention_mask[idx], batch.actions[idx], batch.mask[idx],
             batch.prompt_width, entropy="grad" if self.config.ent_coef > 0 else "detached",
         )  # fmt: skip
+        assert entropy is not None  # "grad" and "detached" both compute it
         pad = (0, batch.actions.shape[1] - new_logp.shape[1])
         return F.pad(new_logp, pad), F.pad(values, pad), F.pad(entropy, pad)
 
@@ -536,32 +707,36 @@ class OnPolicyAlgorithm:
         """
         m = batch.mask
         new_logp, new_values, entropy = self.forward_batch(batch)
-        pg_loss = -masked_mean(advantages.detach() * new_logp, m)
-        ent = masked_mean(entropy, m)
+        pg_loss = -self.batch_mean(advantages.detach() * new_logp, m)
+        ent = self.batch_mean(entropy, m)
         loss = pg_loss - self.config.ent_coef * ent
         v_loss = torch.zeros(())
         if returns is not None and vf_coef > 0:
-            v_loss = 0.5 * masked_mean((new_values - returns.detach()) ** 2, m)
+            v_loss = 0.5 * self.batch_mean((new_values - returns.detach()) ** 2, m)
             loss = loss + vf_coef * v_loss
-        grad_norm = self.optimizer_step(loss)
         with torch.no_grad():
-            approx_kl = masked_mean(batch.logprobs - new_logp, m)  # ≈ 0: the batch is on-policy
+            approx_kl = self.batch_mean(batch.logprobs - new_logp, m)  # ≈ 0: the batch is on-policy
+        scalars = {"policy_loss": pg_loss, "entropy": ent, "approx_kl": approx_kl, "value_loss": v_loss}
+        grad_norm, reduced = self.reduced_step(loss, scalars)
         out = {
-            "losses/policy_loss": pg_loss.item(),
-            "losses/entropy": ent.item(),
+            "losses/policy_loss": reduced["policy_loss"],
+            "losses/entropy": reduced["entropy"],
             "losses/grad_norm": grad_norm,
-            "losses/approx_kl": approx_kl.item(),
+            "losses/approx_kl": reduced["approx_kl"],
         }
         if returns is not None and vf_coef > 0:
-            out["losses/value_loss"] = v_loss.item()
-            out["losses/explained_variance"] = explained_variance(batch.values, returns, m)
+            out["losses/value_loss"] = reduced["value_loss"]
+            out["losses/explained_variance"] = self.batch_explained_variance(batch.values, returns, m)
         return out
 
     def optimizer_step(self, loss: torch.Tensor) -> float:
         """Backward, clip and step — unless the loss or the gradient is not finite: then the step is skipped
         (counted in ``losses/skipped_updates``), and ``max_nonfinite_updates`` skips in a row stop training
         with :class:`~agents.checkpoint.NonFiniteUpdateError` (nothing non-finite is ever applied or saved).
-        Returns the gradient norm before clipping."""
+        Returns the gradient norm before clipping. On a data-parallel rank the gradients are averaged over
+        the ranks first (:meth:`reduced_step`), so a learner's own ``train`` keeps the replicas equal."""
+        if self.world.is_distributed:
+            return self.reduced_step(loss, {})[0]
         self.optimizer.zero_grad(set_to_none=True)
         if not bool(torch.isfinite(loss)):
             return self._skip_update(f"the loss is {loss.item()}")
@@ -624,12 +799,47 @@ class OnPolicyAlgorithm:
     def evaluate(
         self, n_episodes: int = 200, split: str = "test", deterministic: bool = True
     ) -> dict[str, float]:
-        """Greedy (by default) mean return and success rate on held-out prompts."""
+        """Greedy (by default) mean return and success rate on held-out prompts (the first ``n_episodes`` of
+        ``split``; data-parallel ranks each score a contiguous share of them, and the sums are combined)."""
         if self.env is None:
             raise ValueError("this agent has no env to evaluate on")
+        if self.world.is_distributed:
+            return self._evaluate_sharded(n_episodes, split, deterministic)
         return evaluate_policy(
             self.policy, self.env, n_episodes=n_episodes, split=split, deterministic=deterministic
         )
+
+    def _evaluate_sharded(self, n_episodes: int, split: str, deterministic: bool) -> dict[str, float]:
+        from text_env.vector import TextGenVectorEnv
+
+        env = self.env
+        assert env is not None  # evaluate() refuses a learner without an env before this
+        n = min(int(n_episodes), len(env.task.encoded(split)))
+        mine = np.array_split(np.arange(n), self.world.size)[self.world.rank]
+        ret = succ = n_succ = length = 0.0
+        if len(mine):
+            b = min(200, len(mine))
+            eval_env = TextGenVectorEnv(
+                env.task, num_envs=b, reward=env.reward, split=split, max_new_tokens=env.max_new_tokens,
+                context_len=env.context_len, autoreset_mode="Disabled",
+            )  # fmt: skip
+            collector = RolloutCollector(self.policy, eval_env)
+            for start in range(0, len(mine), b):
+                idx = mine[start : start + b]
+                k = len(idx)
+                batch = collector.collect(seed=0, prompt_index=np.resize(idx, b), deterministic=deterministic)
+                ret += float(batch.episode_returns[:k].sum())
+                length += float(batch.lengths[:k].sum())
+                s_ = batch.success[:k]
+                succ += float(np.nansum(s_))
+                n_succ += float((~np.isnan(s_)).sum())
+        ret, succ, n_succ, length = self.world.sum([ret, succ, n_succ, length])
+        return {
+            "mean_return": ret / n if n else float("nan"),
+            "success_rate": succ / n_succ if n_succ else float("nan"),
+            "mean_length": length / n if n else float("nan"),
+            "episodes": n,
+        }
 
     # ---- persistence ------------------------------------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:
@@ -648,7 +858,7 @@ class OnPolicyAlgorithm:
             "iteration": self.iteration,
             "kl_coef_value": self.kl.value,
             "has_reference": self.reference is not None,
-            "world_size": 1,
+            "world_size": self.world.size,
         }
 
     def save(self, path: str | os.PathLike, keep: int = 2) -> Path:
@@ -659,7 +869,26 @@ class OnPolicyAlgorithm:
         is on disk does the pointer move, so a crash at any point leaves the previous checkpoint loadable.
         The ``keep`` newest checkpoints are kept.
         """
-        return ckpt_io.write_checkpoint(self, path, keep)
+        if not self.world.is_distributed:
+            return ckpt_io.write_checkpoint(self, path, keep)
+        # data parallel: every rank holds the same state; rank 0 writes it, the others wait for its answer
+        written, error = None, None
+        if self.world.is_main:
+            try:
+                written = ckpt_io.write_checkpoint(self, path, keep)
+            except Exception as e:  # the others must hear of it, not wait forever
+                error = e
+        answer = self.world.broadcast_object(
+            {
+                "path": None if written is None else str(written),
+                "error": None if error is None else str(error),
+            }
+        )
+        if error is not None:
+            raise error
+        if answer["error"] is not None:
+            raise RuntimeError(f"rank 0 could not write the checkpoint in {str(path)!r}: {answer['error']}")
+        return Path(answer["path"])
 
     @classmethod
     def load(
@@ -681,6 +910,25 @@ class OnPolicyAlgorithm:
         installed package (never from the working directory). A truncated, tampered or malformed file raises
         ``ValueError`` naming it.
         """
+        world = get_world()
+        if world.is_distributed:  # rank 0 reads the run; the others get its files (no shared filesystem)
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="text-env-ckpt-") as tmp:
+                local = ckpt_io.broadcast_checkpoint(world, path, Path(tmp))
+                return cls._load(local, path, env, device, trust_code, overrides)
+        return cls._load(path, path, env, device, trust_code, overrides)
+
+    @classmethod
+    def _load(
+        cls,
+        path: str | os.PathLike,
+        run_path: str | os.PathLike,
+        env: Any,
+        device: str,
+        trust_code: bool,
+        overrides: dict[str, Any],
+    ) -> Any:
         from agents import ALGORITHMS
         from agents.policies import load_policy, load_reference
 
@@ -705,7 +953,12 @@ class OnPolicyAlgorithm:
         agent.kl.value = float(state["kl_coef_value"])
         agent._append_logs = True  # a resumed run continues its progress.csv
         # saving again before training more returns this checkpoint instead of writing a copy of it
-        agent.saved_at = (str(Path(path).resolve()), agent.iteration, agent.num_timesteps)
+        agent.saved_at = (str(Path(run_path).resolve()), agent.iteration, agent.num_timesteps)
+        if state.get("world_size", 1) != agent.world.size:
+            logger.info(
+                "resuming a run saved at world size %d at world size %d: the same global batch of n_envs=%d",
+                state.get("world_size", 1), agent.world.size, agent.config.n_envs,
+            )  # fmt: skip
         return agent
 
     def __repr__(self) -> str:

@@ -32,9 +32,7 @@ import torch
 from agents.advantages import (
     check_group_size,
     compute_gae,
-    explained_variance,
     masked_mean,
-    masked_whiten,
 )
 from agents.on_policy import OnPolicyAlgorithm, OnPolicyConfig, iteration_seed
 from agents.rollout import RolloutBatch
@@ -97,21 +95,27 @@ class PPOConfig(OnPolicyConfig):
 
 
 def clipped_surrogate(
-    new_logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float
+    new_logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float,
+    count: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PPO's clipped objective as a loss: ``mean(max(-A·r, -A·clip(r, 1±ε)))`` over valid tokens.
 
     Returns ``(loss, approx_kl, clipfrac)``; approx_kl is the low-variance estimator ``E[(r − 1) − log r]``
-    (Schulman's "Approximating KL divergence" note, as cleanrl logs it).
+    (Schulman's "Approximating KL divergence" note, as cleanrl logs it). ``count`` divides the sums instead
+    of the local token count (a data-parallel rank's share, see :func:`~agents.advantages.masked_mean`).
     """
     log_ratio = new_logp - old_logp
     ratio = log_ratio.exp()
     pg1 = -advantages * ratio
     pg2 = -advantages * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
-    loss = masked_mean(torch.maximum(pg1, pg2), mask)
+    loss = masked_mean(torch.maximum(pg1, pg2), mask, count)
     with torch.no_grad():
-        approx_kl = masked_mean((ratio - 1) - log_ratio, mask)
-        clipfrac = masked_mean(((ratio - 1.0).abs() > clip).float(), mask)
+        approx_kl = masked_mean((ratio - 1) - log_ratio, mask, count)
+        clipfrac = masked_mean(((ratio - 1.0).abs() > clip).float(), mask, count)
     return loss, approx_kl, clipfrac
 
 
@@ -141,9 +145,14 @@ class PPO(OnPolicyAlgorithm):
         else:  # the group baseline: every token of a completion shares its leave-one-out advantage
             b_advantages, b_returns = self.group_advantages(rewards, b_mask), None
         if cfg.normalize_advantage:
-            b_advantages = masked_whiten(b_advantages, b_mask)
+            b_advantages = self.whiten(b_advantages, b_mask)
 
-        n = batch.actions.shape[0]
+        world = self.world
+        # a data-parallel rank shuffles the global batch as a single process would, and trains on its own
+        # rows of each minibatch (the loss terms divided by the minibatch's global token count ÷ world size)
+        n = cfg.n_envs if world.is_distributed else batch.actions.shape[0]
+        lo = self._shard.start
+        n_local = batch.actions.shape[0]
         rng = np.random.default_rng(iteration_seed(cfg.seed, self.iteration) ^ 0x5EED)
         pg_losses, v_losses, entropies, approx_kls, clipfracs = [], [], [], [], []
         stopped_early = False
@@ -151,30 +160,45 @@ class PPO(OnPolicyAlgorithm):
             perm = torch.as_tensor(rng.permutation(n), device=self.device)
             for start in range(0, n, cfg.batch_size):
                 mb = perm[start : start + cfg.batch_size]
-                m = b_mask[mb]
-                new_logp, new_values, entropy = self.forward_batch(batch, mb)
-                pg_loss, approx_kl, clipfrac = clipped_surrogate(
-                    new_logp, batch.logprobs[mb], b_advantages[mb], m, cfg.clip_range
-                )
-                if b_returns is None:  # no critic
-                    v_loss = torch.zeros((), device=pg_loss.device)
-                elif cfg.clip_range_vf is None:
-                    v_loss = 0.5 * masked_mean((new_values - b_returns[mb]) ** 2, m)
-                else:  # PPO2's clipped value loss
-                    v_clipped = b_values[mb] + torch.clamp(
-                        new_values - b_values[mb], -cfg.clip_range_vf, cfg.clip_range_vf
+                count = None
+                if world.is_distributed:
+                    count = max(self.global_count(mb), 1.0) / world.size
+                    mb = mb[(mb >= lo) & (mb < lo + n_local)] - lo
+                if len(mb) == 0:  # none of this minibatch is on this rank: a zero gradient, same collective
+                    zero = torch.zeros((), device=self.device)
+                    loss, pg_loss, v_loss, ent, approx_kl, clipfrac = None, zero, zero, zero, zero, zero
+                else:
+                    m = b_mask[mb]
+                    new_logp, new_values, entropy = self.forward_batch(batch, mb)
+                    pg_loss, approx_kl, clipfrac = clipped_surrogate(
+                        new_logp, batch.logprobs[mb], b_advantages[mb], m, cfg.clip_range, count
                     )
-                    v_loss = 0.5 * masked_mean(
-                        torch.maximum((new_values - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2), m
-                    )
-                ent = masked_mean(entropy, m)
-                loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * ent
-                self.optimizer_step(loss)
-                pg_losses.append(pg_loss.item())
-                v_losses.append(v_loss.item())
-                entropies.append(ent.item())
-                approx_kls.append(approx_kl.item())
-                clipfracs.append(clipfrac.item())
+                    if b_returns is None:  # no critic
+                        v_loss = torch.zeros((), device=pg_loss.device)
+                    elif cfg.clip_range_vf is None:
+                        v_loss = 0.5 * masked_mean((new_values - b_returns[mb]) ** 2, m, count)
+                    else:  # PPO2's clipped value loss
+                        v_clipped = b_values[mb] + torch.clamp(
+                            new_values - b_values[mb], -cfg.clip_range_vf, cfg.clip_range_vf
+                        )
+                        v_loss = 0.5 * masked_mean(
+                            torch.maximum(
+                                (new_values - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2
+                            ),
+                            m,
+                            count,
+                        )
+                    ent = masked_mean(entropy, m, count)
+                    loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * ent
+                _, s = self.reduced_step(
+                    loss,
+                    {"pg": pg_loss, "v": v_loss, "ent": ent, "kl": approx_kl, "clip": clipfrac},
+                )  # on several ranks: the global minibatch's values, so every rank stops early together
+                pg_losses.append(s["pg"])
+                v_losses.append(s["v"])
+                entropies.append(s["ent"])
+                approx_kls.append(s["kl"])
+                clipfracs.append(s["clip"])
             if cfg.max_approx_kl is not None and approx_kls[-1] > cfg.max_approx_kl:
                 stopped_early = True
                 break
@@ -186,7 +210,9 @@ class PPO(OnPolicyAlgorithm):
             "losses/approx_kl": float(np.mean(approx_kls)),
             "losses/clipfrac": float(np.mean(clipfracs)),
             "losses/explained_variance": (
-                float("nan") if b_returns is None else explained_variance(b_values, b_returns, b_mask)
+                float("nan")
+                if b_returns is None
+                else self.batch_explained_variance(b_values, b_returns, b_mask)
             ),
             "losses/stopped_early": float(stopped_early),
         }

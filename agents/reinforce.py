@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from agents.advantages import discounted_returns, masked_whiten
+from agents.advantages import discounted_returns
 from agents.on_policy import OnPolicyAlgorithm, OnPolicyConfig
 from agents.rollout import RolloutBatch
 
@@ -42,5 +42,5 @@ class REINFORCE(OnPolicyAlgorithm):
         b_returns = discounted_returns(rewards, batch.mask, self.config.gamma)  # G_t
         b_advantages = (b_returns - batch.values) * batch.mask  # G_t − V(s_t)
         if self.config.normalize_advantage:
-            b_advantages = masked_whiten(b_advantages, batch.mask)
+            b_advantages = self.whiten(b_advantages, batch.mask)  # over every rank's tokens
         return self.policy_gradient_step(batch, b_advantages, b_returns, self.config.vf_coef)

@@ -21,7 +21,7 @@ import inspect
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import gymnasium as gym
 import numpy as np
@@ -90,7 +90,7 @@ def make_rollout_env(
             )
         except gym.error.Error as e:  # gymnasium's own errors (unknown id, version) are not ValueErrors
             raise ValueError(f"cannot make env {env!r}: {e}") from e
-        return vec.unwrapped if hasattr(vec, "unwrapped") else vec
+        return cast(TextGenVectorEnv, vec.unwrapped if hasattr(vec, "unwrapped") else vec)
     return TextGenVectorEnv(
         env, num_envs=n_envs, autoreset_mode=gym.vector.AutoresetMode.DISABLED, **env_kwargs
     )
@@ -273,32 +273,48 @@ class RolloutCollector:
 
     def collect(
         self,
-        seed: int | None = None,
+        seed: int | list[int] | None = None,
         prompt_index: np.ndarray | None = None,
         deterministic: bool = False,
+        sampler_seed: int | None = None,
     ) -> RolloutBatch:
         """Run every slot to the end of one episode.
 
         Args:
-            seed: Seeds the env's prompt draws and the sampling generator (None continues both streams).
+            seed: Seeds the env's prompt draws and the sampling generator (None continues both streams); a
+                list seeds each slot's prompt draw (``env.reset(seed=[...])``) and needs ``sampler_seed``.
             prompt_index: Pin each slot's prompt (e.g. k copies of a prompt for RLOO).
             deterministic: Greedy decoding (evaluation).
+            sampler_seed: Seeds the sampling generator instead of ``seed`` (a data-parallel rank draws the
+                global run's prompts but samples its own completions).
         """
+        if sampler_seed is None and isinstance(seed, (list, tuple, np.ndarray)):
+            raise ValueError("collect(seed=[...]) seeds the prompts only; pass sampler_seed= for the sampler")
         with torch_threads(self.num_threads), torch.inference_mode():
-            batch = self._collect(seed, prompt_index, deterministic)
+            batch = self._collect(seed, prompt_index, deterministic, sampler_seed)
         # inference tensors cannot enter autograd: hand the update ordinary copies
-        return batch._replace(
-            **{k: v.clone() for k, v in batch._asdict().items() if isinstance(v, torch.Tensor)}
-        )
+        copies: dict[str, Any] = {
+            k: v.clone() for k, v in batch._asdict().items() if isinstance(v, torch.Tensor)
+        }
+        return batch._replace(**copies)
 
     def _collect(
-        self, seed: int | None, prompt_index: np.ndarray | None, deterministic: bool
+        self,
+        seed: int | list[int] | None,
+        prompt_index: np.ndarray | None,
+        deterministic: bool,
+        sampler_seed: int | None = None,
     ) -> RolloutBatch:
         env, policy = self.env, self.policy
-        if seed is not None:
-            self.generator.manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+        gen_seed = seed if sampler_seed is None else sampler_seed
+        if isinstance(
+            gen_seed, list
+        ):  # per-slot env seeds and no sampler seed: the sampler follows the first
+            gen_seed = gen_seed[0]
+        if gen_seed is not None:
+            self.generator.manual_seed(int(gen_seed) & 0x7FFF_FFFF_FFFF_FFFF)
         options = None if prompt_index is None else {"prompt_index": np.asarray(prompt_index, dtype=np.int64)}
-        obs, _ = env.reset(seed=seed, options=options)
+        obs, _ = env.reset(seed=cast(Any, seed), options=options)  # list[int] is a list[int | None]
         # drop the columns that are padding in every row: the prompt window is as wide as the longest prompt
         nonpad = obs != self.pad_id
         first = int(np.argmax(nonpad.any(axis=0)))
@@ -471,7 +487,8 @@ def chunked_action_scores(
     if entropy not in ("grad", "detached", None):
         raise ValueError(f"entropy must be 'grad', 'detached' or None, got {entropy!r}")
     B, T = actions.shape
-    budget = int(chunk_elements or getattr(policy, "logits_chunk_elements", LOGITS_CHUNK_ELEMENTS))
+    chosen: Any = chunk_elements or getattr(policy, "logits_chunk_elements", LOGITS_CHUNK_ELEMENTS)
+    budget = int(chosen)
     cols = max(1, budget // max(1, B * int(policy.vocab_size)))
     lps, ents = [], []
     for s in range(0, T, cols):

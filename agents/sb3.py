@@ -289,7 +289,7 @@ def supports_discrete_actions(cls: type[BaseAlgorithm]) -> bool:
     if policy_name is None:
         return False
     try:
-        cls(policy_name, _DiscreteProbeEnv(), device="cpu", _init_setup_model=False)
+        cls(policy_name, _DiscreteProbeEnv(), device="cpu", _init_setup_model=False)  # type: ignore[call-arg]
     except TypeError:  # an algorithm without _init_setup_model: make_sb3 reports a mismatch when it builds it
         return True
     except AssertionError:  # "The algorithm only supports (Box,) as action spaces but Discrete(4) ..."

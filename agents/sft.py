@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from agents.config import check_fields
+from agents.distributed import get_world
 from agents.on_policy import resolve_device
 from agents.rollout import auto_num_threads, torch_threads
 from text_env.rewards.base import pad_ragged
@@ -141,11 +142,17 @@ def encode_demonstrations(
 
 
 def sft_loss(
-    policy: Any, ids: torch.Tensor, attention: torch.Tensor, loss_mask: torch.Tensor
+    policy: Any,
+    ids: torch.Tensor,
+    attention: torch.Tensor,
+    loss_mask: torch.Tensor,
+    count: float | None = None,
 ) -> torch.Tensor:
     """Mean next-token cross-entropy over the masked positions, under the policy's own distribution
     (``policy.log_probs``: temperature and action mask included, as RL will sample it). A policy with
-    ``action_hidden`` (an HF policy) is scored in chunks of columns, never holding the (B × L × V) logits."""
+    ``action_hidden`` (an HF policy) is scored in chunks of columns, never holding the (B × L × V) logits.
+    ``count`` divides the sum instead of the local count of masked positions (a data-parallel rank passes the
+    global batch's count ÷ world size)."""
     target = ids[:, 1:]
     trunk = policy.action_hidden(ids, attention, 1) if hasattr(policy, "action_hidden") else None
     if trunk is not None:
@@ -158,6 +165,8 @@ def sft_loss(
         logp = policy.log_probs(logits[:, :-1])  # (B, L-1, V)
         nll = -logp.gather(-1, target[..., None]).squeeze(-1)  # (B, L-1)
     m = loss_mask[:, :-1].float()
+    if count is not None:
+        return (nll * m).sum() / count
     return (nll * m).sum() / m.sum().clamp_min(1.0)
 
 
@@ -209,6 +218,7 @@ def sft(
         torch.manual_seed(seed)
         policy = load_named_policy(policy, **(policy_kwargs if policy == "smollm2" else {}))
     task = task_of(env, policy_env_tokenizer(policy) if policy is not None else None)
+    world = get_world()  # under torchrun: data-parallel steps, rank 0 alone reads and writes the cache
     cache_dir = None
     if policy is None and cache:
         key = {
@@ -217,15 +227,26 @@ def sft(
         }  # fmt: skip
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         cache_dir = cache_root() / "sft" / f"{task.name}-{digest}"
-        if (cache_dir / "config.json").exists():
+        hit = None
+        if world.is_main and (cache_dir / "config.json").exists():
             try:
                 logger.info("SFT cache hit: %s", cache_dir)
-                return load_policy(cache_dir).to(dev).eval()  # as a freshly trained one is returned
+                hit = load_policy(cache_dir).to(dev).eval()  # as a freshly trained one is returned
             except (ValueError, OSError) as e:  # a damaged cache entry is rebuilt, not fatal
                 logger.warning("ignoring damaged SFT cache entry %s: %s", cache_dir, e)
+        if not world.is_distributed and hit is not None:
+            return hit
+        if world.is_distributed and world.broadcast_object(hit is not None):
+            # the other ranks build the same model and take rank 0's cached weights (no shared filesystem)
+            policy = hit if hit is not None else TransformerPolicy.for_task(task, seed=seed, **policy_kwargs)
+            policy = policy.to(world.device(dev))
+            world.broadcast_module(policy, "SFT policy")
+            return policy.eval()
     if policy is None:
         policy = TransformerPolicy.for_task(task, seed=seed, **policy_kwargs)
+    dev = world.device(dev)
     policy = policy.to(dev)
+    world.broadcast_module(policy, "SFT policy")  # every rank starts from rank 0's weights
     ids, attention, loss_mask = (t.to(dev) for t in encode_demonstrations(task, split))
     n = ids.shape[0]
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -244,7 +265,7 @@ def sft(
     policy.train()
     loss_val = float("nan")
     bar = None
-    if progress_bar:
+    if progress_bar and world.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, unit="step", desc=f"sft {task.name}")
@@ -253,24 +274,57 @@ def sft(
             idx = torch.randint(n, (min(batch_size, n),), generator=gen).to(dev)
             # trim the right padding of this batch: shorter sequences, same loss
             width = int(attention[idx].sum(1).max())
-            loss = sft_loss(policy, ids[idx, :width], attention[idx, :width], loss_mask[idx, :width])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-            opt.step()
+            if world.is_distributed:
+                loss_val = _data_parallel_step(world, policy, opt, ids, attention, loss_mask, idx, width)
+            else:
+                loss = sft_loss(policy, ids[idx, :width], attention[idx, :width], loss_mask[idx, :width])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+                opt.step()
+                loss_val = loss.item()
             sched.step()
-            loss_val = loss.item()
             if bar is not None:
                 bar.update(1)
                 if step % 20 == 0:
                     bar.set_postfix(loss=f"{loss_val:.4f}")
-            if step % 500 == 0 or step == steps - 1:
+            if (step % 500 == 0 or step == steps - 1) and world.is_main:
                 logger.info("sft %s step %d/%d loss %.4f", task.name, step + 1, steps, loss_val)
     if bar is not None:
         bar.close()
     policy.eval()
     if not math.isfinite(loss_val) and steps:
         raise FloatingPointError(f"SFT on {task.name!r} diverged (loss {loss_val}); lower learning_rate")
-    if cache_dir is not None:
+    if cache_dir is not None and world.is_main:
         policy.save(cache_dir)
     return policy
+
+
+def _data_parallel_step(
+    world: Any,
+    policy: Any,
+    opt: torch.optim.Optimizer,
+    ids: torch.Tensor,
+    attention: torch.Tensor,
+    loss_mask: torch.Tensor,
+    idx: torch.Tensor,
+    width: int,
+) -> float:
+    """One SFT step of a data-parallel rank: every rank drew the same global batch ``idx`` and trains on its
+    contiguous share, its loss divided by the global batch's count of target tokens ÷ world size (every rank
+    holds the demonstrations, so the count needs no collective), and the gradients are averaged in one
+    collective with the loss riding along. Returns the global batch's loss."""
+    shares = torch.tensor_split(idx, world.size)
+    mine = shares[world.rank]
+    count = max(float(loss_mask[idx, : width - 1].sum()), 1.0) / world.size
+    opt.zero_grad(set_to_none=True)
+    if len(mine):
+        loss = sft_loss(policy, ids[mine, :width], attention[mine, :width], loss_mask[mine, :width], count)
+        loss.backward()
+        share = loss.detach().reshape(1)
+    else:  # a batch smaller than the world: this rank adds a zero gradient
+        share = torch.zeros(1, device=idx.device)
+    reduced = world.all_reduce_gradients(policy.parameters(), share.float())
+    torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+    opt.step()
+    return float(reduced[0])

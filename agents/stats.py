@@ -122,6 +122,10 @@ DEFAULT_METRICS: dict[str, Metric] = {
 }
 
 
+def _one_replicate_at_a_time(f: Callable[[np.ndarray], float]) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda s: np.array([f(r) for r in s])
+
+
 def _poi(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """P(X > Y) for (..., n_x, tasks) and (..., n_y, tasks): U / (n_x n_y) per task, averaged over tasks."""
     xs, ys = x[..., :, None, :], y[..., None, :, :]  # (..., n_x, 1, T) against (..., 1, n_y, T)
@@ -220,7 +224,7 @@ def aggregate_with_ci(
     if not metric_fns or not all(callable(f) for f in metric_fns.values()):
         raise ValueError(f"metric_fns must map names to callables, got {metric_fns!r}")
     # Built-in metrics score all replicates at once; any other metric is called on one replicate at a time.
-    batched = [_BATCHED.get(f) or (lambda s, f=f: np.array([f(r) for r in s])) for f in metric_fns.values()]
+    batched = [_BATCHED.get(f) or _one_replicate_at_a_time(f) for f in metric_fns.values()]
 
     def stat(s: np.ndarray) -> np.ndarray:  # (k, runs, tasks) -> (k, num_metrics)
         return np.stack([f(s) for f in batched], axis=-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -52,6 +53,22 @@ def test_ruff_is_clean() -> None:
     assert lint.returncode == 0, lint.stdout[-3000:]
     fmt = subprocess.run([ruff, "format", "--check", "."], cwd=ROOT, capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stdout[-3000:]
+
+
+@pytest.mark.expensive
+@pytest.mark.skipif(
+    importlib.util.find_spec("mypy") is None, reason="mypy is not installed (pip install -e '.[dev]')"
+)
+def test_mypy_is_clean(tmp_path: Path) -> None:
+    """The type checker over text_env/ and agents/ (its settings: [tool.mypy] in pyproject.toml)."""
+    check = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "mypy-cache")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-1000:]
+    assert "no issues found" in check.stdout, check.stdout[-1000:]
 
 
 def test_every_dependency_and_extra_is_pinned_in_constraints() -> None:

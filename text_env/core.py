@@ -170,7 +170,7 @@ class TextGenEnv(gym.Env):
             return ""
         return f"{info['prompt']}\u2502{info.get('completion', '')}"
 
-    def render(self) -> str | None:
+    def render(self) -> str | np.ndarray | None:
         if self.render_mode == "ansi":
             return self.render_text()
         if self.render_mode == "human":

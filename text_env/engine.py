@@ -175,7 +175,7 @@ class GenerationState:
         """
         row = self._adhoc_row()
         i = self.split_size + row
-        tok = self.tokenizer
+        tok: Any = self.tokenizer  # an HF tokenizer adapter has encode_prompt (its model's prompt ids)
         self._adhoc_prompt_ids, self._adhoc_prompt_lengths = _set_ragged_row(
             self._adhoc_prompt_ids, self._adhoc_prompt_lengths, row,
             tok.encode_prompt(example.prompt) if not self._bos else tok.encode(example.prompt), self.pad_id,
@@ -248,8 +248,8 @@ class GenerationState:
                 )
         if self._index_of_prompt is None:
             self._index_of_prompt = {}
-            for i, p in enumerate(self.prompts[: self.split_size]):
-                self._index_of_prompt.setdefault(p, i)
+            for j, p in enumerate(self.prompts[: self.split_size]):
+                self._index_of_prompt.setdefault(p, j)
         i = self._adhoc_of_prompt.get(prompt)
         if i is None:
             i = self._index_of_prompt.get(prompt)

@@ -318,6 +318,7 @@ def read_safetensors_header(path: str | os.PathLike) -> dict[str, tuple[str, tup
         )
         if not ok:
             raise ValueError(f"weights file {str(path)!r}: tensor {name!r} has a malformed header entry")
+        assert isinstance(shape, list) and isinstance(offsets, list)  # checked just above
         begin, end = offsets
         nbytes = math.prod(shape) * _DTYPE_BYTES[entry["dtype"]]
         if not 0 <= begin <= end <= data_size or end - begin != nbytes:

@@ -159,7 +159,7 @@ def list_envs(build: bool = True) -> list[dict[str, Any]]:
         }
         if build and e.task:
             try:
-                env = gym.make(e.env_id).unwrapped
+                env: Any = gym.make(e.env_id).unwrapped
                 row["action_space"] = str(env.action_space)
                 row["observation_space"] = str(env.observation_space)
                 row["reward"] = repr(env.reward)

@@ -23,7 +23,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -50,6 +50,9 @@ class Tokenizer(Protocol):
     def encode(self, text: str) -> list[int]: ...
     def decode(self, ids: Iterable[int]) -> str: ...
     def save(self, path: str | os.PathLike) -> None: ...
+    # batch forms (``_TokenizerBase`` provides both from encode/decode)
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]: ...
+    def decode_batch(self, ids: np.ndarray, lengths: np.ndarray) -> list[str]: ...
 
 
 class _TokenizerBase:
@@ -58,6 +61,11 @@ class _TokenizerBase:
     pad_id: int
     bos_id: int
     eos_id: int
+
+    if TYPE_CHECKING:  # what each subclass defines
+
+        def encode(self, text: str) -> list[int]: ...
+        def decode(self, ids: Iterable[int]) -> str: ...
 
     @property
     def special_ids(self) -> frozenset[int]:
@@ -79,7 +87,7 @@ class _TokenizerBase:
 ENCODE_CHUNK = 4096  # texts encoded per call when a whole split is encoded
 
 
-def encode_flat(tokenizer: Any, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def encode_flat(tokenizer: Any, texts: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(ids, lengths)`` of ``texts`` under any tokenizer: its own ``encode_flat`` if it has one, else its
     ``encode_batch`` (or ``encode``) a chunk at a time, so at most one chunk of id lists is alive at once.
 

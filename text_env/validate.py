@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -84,6 +84,10 @@ def boolean(value: Any, name: str, where: str | None = None) -> bool:
     return bool(value)
 
 
+@overload
+def string(value: Any, name: str, where: str | None = None, optional: Literal[False] = False) -> str: ...
+@overload
+def string(value: Any, name: str, where: str | None = None, *, optional: bool) -> str | None: ...
 def string(value: Any, name: str, where: str | None = None, optional: bool = False) -> str | None:
     """A ``str`` (or ``None`` when ``optional``)."""
     if value is None and optional:

@@ -106,7 +106,9 @@ class TextGenVectorEnv(VectorEnv):
         n = self.num_envs
         if seed is not None:
             if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
-                seeds = [check_seed(seed) + i for i in range(n)]
+                base = int(seed)
+                check_seed(base)
+                seeds: list[int | None] = [base + i for i in range(n)]
             elif isinstance(seed, (list, tuple, np.ndarray)):
                 seeds = [check_seed(s, f"seed[{i}]") for i, s in enumerate(seed)]
             else:
@@ -160,7 +162,7 @@ class TextGenVectorEnv(VectorEnv):
         terminated, truncated, done = out["terminated"], out["truncated"], out["done"]
         info = self._step_info(out)
 
-        if mode == AutoresetMode.NEXT_STEP:
+        if resetting is not None:  # AutoresetMode.NEXT_STEP
             r = np.flatnonzero(resetting)
             if len(r):
                 st.reset_slots(r)
@@ -220,7 +222,7 @@ class TextGenVectorEnv(VectorEnv):
 
     def single_env(self, **overrides: Any) -> TextGenEnv:
         """A single env with the same task, reward and limits (for evaluation or SB3)."""
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             task=self.task,
             reward=self.reward,
             split=self.split,

@@ -33,7 +33,7 @@ def cli_defaults(quick: bool = False) -> dict[str, Any]:
     """
     defaults: dict[str, Any] = {"workers": max(1, os.cpu_count() or 1)}
     if quick:
-        defaults.update(QUICK, out=BenchmarkConfig.out + "-quick")
+        defaults.update(QUICK, out=str(BenchmarkConfig.out) + "-quick")
     return defaults
 
 

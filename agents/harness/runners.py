@@ -21,7 +21,7 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,13 +240,14 @@ def evaluate_predictor(model: Any, env: gym.Env, n_episodes: int) -> dict[str, f
     ``state``/``episode_start`` (recurrent SB3 policies) and ``action_masks`` (MaskablePPO) are passed when
     ``predict`` accepts them.
     """
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(model.predict).parameters
     except (TypeError, ValueError):
         params = {}
     recurrent = "state" in params and "episode_start" in params
     masked = "action_masks" in params
-    base = env.unwrapped
+    base: Any = env.unwrapped  # a TextGenEnv: its task, split and action mask
     n = min(int(n_episodes), len(base.task.encoded(base.split)))
     returns, successes, lengths = np.zeros(n), np.full(n, np.nan), np.zeros(n)
     for i in range(n):
@@ -306,6 +307,7 @@ def run_ours(run: RunSpec, spec: AlgoSpec) -> dict[str, Any]:
         lambda: evaluate_policy(agent.policy, agent.env, n_episodes=run.n_eval, split="test"),
     )
     # an iteration takes at most n_envs full-length episodes: stop before one could cross the budget
+    assert agent.env is not None  # built from run.env_id just above
     max_batch = agent.n_envs * agent.env.max_new_tokens
     budget = run.budget
 
@@ -456,12 +458,13 @@ def run_external(run: RunSpec, spec: AlgoSpec) -> dict[str, Any]:
     """The user's class (stepped through :class:`StepBudget`) or function (final point only)."""
     env_kwargs = run.settings["env_kwargs"]
     kwargs = dict(run.settings["algo_kwargs"])
-    algo = resolve_external(spec.target)
+    algo: Any = resolve_external(spec.target)
     eval_env = make_env(run.env_id, env_kwargs, split="test")
     t0 = time.perf_counter()
     if inspect.isclass(algo):
         env = StepBudget(make_env(run.env_id, env_kwargs), run.budget)
-        model = algo(env, seed=run.seed, **kwargs)
+        user_class: Any = algo  # a user class, duck-typed
+        model = user_class(env, seed=run.seed, **kwargs)
         schedule = EvalSchedule(
             run.budget, run.eval_every, lambda: evaluate_predictor(model, eval_env, run.n_eval)
         )

@@ -27,7 +27,8 @@ def _score(run: RunResult, metric: str) -> float:
 
 
 def _mean_or_nan(values: Sequence[float | None]) -> float:
-    return float("nan") if any(v is None for v in values) else float(np.mean(values))
+    present = [v for v in values if v is not None]
+    return float("nan") if len(present) < len(values) else float(np.mean(present))
 
 
 class _SingleRunNotes(logging.Filter):
@@ -171,10 +172,10 @@ def _curve_stats(
     algos: Sequence[str],
     reps: int,
     seed: int,
-) -> dict[str, dict[str, list[dict[str, float]]]]:
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Per env and algorithm, the mean over seeds at each grid point with a bootstrap 95% CI (success rate,
     or mean return where the env has no success test)."""
-    out: dict[str, dict[str, list[dict[str, float]]]] = {}
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for env in envs:
         out[env] = {}
         for algo in algos:
@@ -193,8 +194,8 @@ def _curve_stats(
                 use_success = not np.isnan(vals[:, 0]).any()
                 v = vals[:, 0] if use_success else vals[:, 1]
                 name = f"{env}/{algo}/curve"  # the bootstrap stream is seeded by this name
-                e = stats.aggregate_with_ci({name: v[:, None]}, {"mean": stats.mean}, reps=reps, seed=seed)
-                e = e[name]["mean"]
+                ci = stats.aggregate_with_ci({name: v[:, None]}, {"mean": stats.mean}, reps=reps, seed=seed)
+                e = ci[name]["mean"]
                 series.append(
                     {
                         "target": target,

@@ -61,7 +61,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _policy_class(directory: Path) -> type[LMPolicyBase]:
+def _policy_class(directory: Path) -> type[TransformerPolicy] | type[HFPolicy]:
     """The class named by ``policy_class`` in ``directory/config.json`` (only a choice between the two known
     classes is made from it; the class's loader then verifies and checks everything)."""
     path = directory / "config.json"

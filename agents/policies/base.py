@@ -31,7 +31,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 import torch
@@ -346,7 +346,7 @@ class LMPolicyBase(nn.Module):
         with this policy (only the immutable tokenizer)."""
         ref = copy.deepcopy(self, memo={id(self.tokenizer): self.tokenizer})
         ref.requires_grad_(False)
-        return ref.eval()
+        return cast("LMPolicy", ref.eval())
 
     # -- persistence ---------------------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike, extra_json: Mapping[str, Any] | None = None) -> None:

@@ -46,7 +46,7 @@ import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 
-from agents.policies.base import LMPolicyBase, check_token_inputs
+from agents.policies.base import LMPolicy, LMPolicyBase, check_token_inputs
 from agents.policies.cache import SlotCache
 from text_env.persistence import (
     check_tensor_shapes,
@@ -218,6 +218,9 @@ def _static_layer_class() -> type:
         is_compileable = False
         is_sliding = False
 
+        keys: torch.Tensor  # (B, H, S, D), allocated at the first update
+        values: torch.Tensor
+
         def __init__(self, slots: SlotCache) -> None:
             super().__init__()
             self.slots = slots
@@ -365,9 +368,15 @@ class HFPolicy(LMPolicyBase):
         >>> cache = policy.new_cache(batch_size=4, max_len=64)  # doctest: +SKIP
     """
 
+    # a transformers causal LM or a PEFT model around one, its CausalLM, decoder and head (all duck-typed)
+    model: Any
+    _lm: Any
+    _decoder: Any
+    _head: Any
+
     def __init__(
         self,
-        model: nn.Module,
+        model: Any,
         tokenizer: Any,
         temperature: float = 1.0,
         action_mask: Any = None,
@@ -406,6 +415,7 @@ class HFPolicy(LMPolicyBase):
                 raise ValueError("the model already has PEFT adapters; pass it without lora=...")
             self.lora = check_lora(lora)
             model = _lora_model(model, self.lora)
+            assert self.lora is not None
             targets = model.peft_config["default"].target_modules
             self.lora["target_modules"] = sorted(targets) if not isinstance(targets, str) else [targets]
         elif _is_peft(model):
@@ -657,7 +667,7 @@ class HFPolicy(LMPolicyBase):
         return HFCache(self._lm.config, batch_size, int(max_len), device, static=self.static_cache)
 
     # -- the reference ---------------------------------------------------------------------------------------
-    def clone_frozen(self) -> LMPolicyBase:
+    def clone_frozen(self) -> LMPolicy:
         """The KL reference: for a LoRA policy the same model with its adapters disabled
         (:class:`LoRAReference`, no copy of the weights, as TRL does with PEFT); otherwise a frozen deep copy.
 

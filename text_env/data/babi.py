@@ -23,13 +23,17 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeVar
 
 import numpy as np
 
 from text_env.data.sources import draw_splits, read_jsonl_records
 from text_env.validate import is_int
+
+_T = TypeVar("_T")
 
 SPLIT_SALT = "babi-v1"
 PEOPLE = ("Mary", "John", "Sandra", "Daniel", "Emma", "Peter")
@@ -87,7 +91,7 @@ class _World:
 
     def events(self) -> list[tuple[str, str, str]]:
         """Every possible next event as (kind, person, room or object)."""
-        out = []
+        out: list[tuple[str, str, str]] = []
         for p in PEOPLE:
             here = self.location[p]
             out.extend(("move", p, r) for r in ROOMS if r != here)
@@ -129,7 +133,7 @@ class _World:
         return qs
 
 
-def _pick(rng: np.random.Generator, items: list | tuple) -> object:
+def _pick(rng: np.random.Generator, items: Sequence[_T]) -> _T:
     return items[int(rng.integers(len(items)))]
 
 
@@ -160,7 +164,7 @@ def generate_story(
             events = world.events()
             moves = [e for e in events if e[0] == "move"]
             others = [e for e in events if e[0] != "move"]
-            kind, person, arg = _pick(rng, moves if not others or rng.random() < 0.6 else others)  # type: ignore[misc]
+            kind, person, arg = _pick(rng, moves if not others or rng.random() < 0.6 else others)
             world.apply(kind, person, arg)
             verb = _pick(rng, {"move": MOVE, "pick": PICK, "drop": DROP}[kind])
             sentences.append(f"{person} {verb} the {arg}.")
@@ -168,7 +172,7 @@ def generate_story(
         answerable = [k for k in kinds if qs[k]]
         if answerable:
             k = str(_pick(rng, answerable))
-            question, answer = _pick(rng, qs[k])  # type: ignore[misc]
+            question, answer = _pick(rng, qs[k])
             return Story(tuple(sentences), question, answer, k)
     raise RuntimeError(f"no answerable question of kinds {kinds} in 1000 stories; allow longer stories")
 

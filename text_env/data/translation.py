@@ -52,11 +52,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from text_env.data.sources import draw_splits, read_jsonl_records
+
+_T = TypeVar("_T")
 
 SPLIT_SALT = "translate-en-es-v1"
 LEXICON_FILE = "translation_lexicon.json"  # nouns, adjectives, verbs, pronouns, places, times
@@ -210,8 +212,7 @@ def conjugate_regular(infinitive: str) -> tuple[str, str, str, str, str, str]:
 
 # irregular or stem-changing present tenses (Real Academia Española conjugation tables)
 IRREGULAR_PRESENT: dict[str, tuple[str, str, str, str, str, str]] = {
-    verb: tuple(forms)  # type: ignore[misc]
-    for verb, forms in _LEXICON["irregular_present"].items()
+    verb: tuple(forms) for verb, forms in _LEXICON["irregular_present"].items()
 }
 
 
@@ -360,7 +361,7 @@ def noun_phrase(det: str | None, noun: Noun, plural: bool, adjective: str | None
         es_words.append(ADJECTIVES[adjective].es(noun.gender, plural))  # adjectives follow the noun
     if det is not None:
         en_det = DETERMINERS[det][1 if plural else 0]
-        assert en_det is not None
+        assert isinstance(en_det, str)
         en_words.insert(0, english_article(en_words[0]) if det == "a" else en_det)
         es_words.insert(0, spanish_determiner(det, noun, plural))
     return NounPhrase(" ".join(en_words), " ".join(es_words), noun, plural, THIRD_PL if plural else THIRD_SG)
@@ -381,7 +382,7 @@ class TranslationPair:
         return (self.target, *self.alternatives)
 
 
-def _choice(rng: np.random.Generator, items: Sequence) -> object:
+def _choice(rng: np.random.Generator, items: Sequence[_T]) -> _T:
     return items[int(rng.integers(len(items)))]
 
 
@@ -399,9 +400,9 @@ def _random_np(
     exclude: Noun | None = None,
 ) -> NounPhrase:
     nouns = [n for n in NOUNS if n.tags & tags and n is not exclude]
-    noun: Noun = _choice(rng, nouns)  # type: ignore[assignment]
+    noun: Noun = _choice(rng, nouns)
     plural = (not noun.mass) and bool(rng.random() < 0.4)
-    options = []
+    options: list[str | None] = []
     for det, (en_sg, en_pl, mass_ok) in DETERMINERS.items():
         if noun.mass and not mass_ok:
             continue
@@ -418,11 +419,11 @@ def _random_np(
         options.append(det)
     if allow_bare and not subject and (plural or noun.mass):
         options.append(None)
-    det = _choice(rng, options)
+    chosen = _choice(rng, options)
     adjective = None
     if rng.random() < 0.35:
         adjective = _choice(rng, ADJECTIVE_GROUPS[noun.adjectives])
-    return noun_phrase(det, noun, plural, adjective)  # type: ignore[arg-type]
+    return noun_phrase(chosen, noun, plural, adjective)
 
 
 def noun(en: str) -> Noun:
@@ -513,10 +514,10 @@ def generate_pair(rng: np.random.Generator) -> TranslationPair:
         >>> p.target[0].isupper() and p.target.endswith(".")
         True
     """
-    v: Verb = _choice(rng, VERBS)  # type: ignore[assignment]
+    v: Verb = _choice(rng, VERBS)
     subject: NounPhrase | str
     if "person" in v.subjects and rng.random() < 0.3:
-        subject = str(_choice(rng, PRONOUNS)[0])  # type: ignore[index]
+        subject = str(_choice(rng, PRONOUNS)[0])
     else:
         subject = _random_np(rng, v.subjects, subject=True, allow_bare=False, allow_indefinite=True)
     negated = bool(rng.random() < 0.2)
@@ -533,9 +534,9 @@ def generate_pair(rng: np.random.Generator) -> TranslationPair:
     r = rng.random()
     adverbial = None
     if r < 0.25:
-        adverbial = str(_choice(rng, PLACES)[0])  # type: ignore[index]
+        adverbial = str(_choice(rng, PLACES)[0])
     elif r < 0.5:
-        adverbial = str(_choice(rng, TIMES)[0])  # type: ignore[index]
+        adverbial = str(_choice(rng, TIMES)[0])
     return sentence_pair(subject, v, obj, negated, adverbial)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -65,7 +65,7 @@ class RewardBatch:
         done: np.ndarray | None = None,
         actions: np.ndarray | None = None,
         labels: Sequence[Any] | None = None,
-        metadata: Sequence[dict[str, Any] | None] | None = None,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
         completions: Sequence[str] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
@@ -96,7 +96,7 @@ class RewardBatch:
         references: Sequence[str | Sequence[str] | None] | None = None,
         tokenizer: Any | None = None,
         labels: Sequence[Any] | None = None,
-        metadata: Sequence[dict[str, Any] | None] | None = None,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> RewardBatch:
         """A batch built from strings (for evaluating texts outside an env, and for tests).
 
@@ -116,7 +116,7 @@ class RewardBatch:
         p_ids, p_len = pad_ragged([encode(p) for p in prompts])
         r_ids = r_len = None
         if refs is not None and all(r is not None for r in refs):
-            r_ids, r_len = pad_ragged([encode(r[0]) for r in refs])
+            r_ids, r_len = pad_ragged([encode(r[0]) for r in refs if r is not None])
         return cls(
             tokenizer=tokenizer,
             completion_ids=c_ids,
@@ -287,7 +287,7 @@ def check_reward_total(total: np.ndarray, terms: Sequence[tuple[RewardTerm, np.n
     i = int(np.flatnonzero(bad)[0])
     with np.errstate(over="ignore", invalid="ignore"):
         weighted = {t.name: (np.float32(t.weight) * v[i] if v is not None else None) for t, v in terms}
-    culprits = [t for t, _ in terms if weighted[t.name] is not None and not np.isfinite(weighted[t.name])]
+    culprits = [t for t, _ in terms if (w := weighted[t.name]) is not None and not np.isfinite(w)]
     described = ", ".join(
         f"{t.name!r} (weight {t.weight:g}" + ("" if v is None else f", value {float(v[i]):g}") + ")"
         for t, v in terms
@@ -316,7 +316,7 @@ class FunctionReward(Reward):
         if kind not in ("state", "action"):
             raise ValueError(f"reward kind must be 'state' or 'action', got {kind!r}")
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.name = str(name or getattr(fn, "__name__", type(fn).__name__))
         self.kind = kind
         self._plain = _positional_arity(fn) >= 3
 

@@ -115,7 +115,7 @@ class ExactMatch(Reward):
             texts = batch.completions
             for i in idx:
                 got = normalize_answer(texts[i])
-                if any(got == normalize_answer(r) for r in refs[i]):
+                if any(got == normalize_answer(r) for r in refs[i] or ()):
                     out[i] = 1.0
         return out
 

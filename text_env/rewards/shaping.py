@@ -83,10 +83,10 @@ class LengthReward(Reward):
         missing = np.flatnonzero(np.isnan(out))
         if len(missing):
             refs = batch.first_references
-            for i in missing:
-                if refs[i] is None:
+            for j in missing:
+                if refs[j] is None:
                     raise RewardError(
-                        f"reward 'length': row {i} has no target (pass target=..., e.g. 'length:20', or give "
+                        f"reward 'length': row {j} has no target (pass target=..., e.g. 'length:20', or give "
                         "rows metadata['target_length'] or a reference)"
                     )
             if self.unit == "tokens" and batch.reference_lengths is not None:
@@ -238,4 +238,5 @@ class FluencyReward(Reward):
             )
 
     def score(self, batch: RewardBatch) -> np.ndarray:
-        return self.scorer(batch.prompts, list(batch.completions))  # validated by Reward.__call__
+        # any sequence of floats: Reward.__call__ checks and converts what comes back
+        return self.scorer(batch.prompts, list(batch.completions))  # type: ignore[return-value]

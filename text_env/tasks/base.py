@@ -189,7 +189,7 @@ def _gather_rows(
     return out, offsets[idx + 1] - starts
 
 
-def encode_split(tokenizer: Tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def encode_split(tokenizer: Any, texts: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(int32 ids, int64 offsets)`` of ``texts``, encoded a chunk at a time (see :func:`encode_flat`)."""
     ids, lengths = encode_flat(tokenizer, texts)
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
@@ -368,15 +368,16 @@ class Task:
     def longest_reference_tokens(self) -> int | None:
         """The longest first reference over every split, in tokens (``None`` if a split lacks references)."""
         lengths = [self.encoded(s).reference_lengths for s in SPLITS]
-        if any(n is None for n in lengths):
+        found = [n for n in lengths if n is not None]
+        if len(found) < len(lengths):
             return None
-        return max(int(n.max(initial=0)) for n in lengths)
+        return max(int(n.max(initial=0)) for n in found)
 
     def _check_reference_characters(self) -> None:
         """With a character tokenizer, refuse (unless ``allow_unk``) references, first or not, in any split
         that hold characters outside its alphabet: one pass over the text, before anything is encoded."""
         tok = self.tokenizer
-        if self.allow_unk or type(tok).__name__ != "CharTokenizer":
+        if self.allow_unk or not isinstance(tok, CharTokenizer):
             return  # other tokenizers are checked as each split is encoded
         known = set(tok.alphabet)
         for split, exs in self.splits.items():
@@ -686,7 +687,7 @@ def _spec_name(spec: Any) -> str:
     return (
         repr(spec)
         if isinstance(spec, str)
-        else getattr(spec, "name", None) or getattr(spec, "__name__", type(spec).__name__)
+        else str(getattr(spec, "name", None) or getattr(spec, "__name__", type(spec).__name__))
     )
 
 

@@ -86,6 +86,8 @@ class HashedNgramEncoder(nn.Module):
     The embedding table has sparse gradients, so an epoch touches only the rows its texts use.
     """
 
+    idf: torch.Tensor  # a registered buffer: saved with the weights
+
     def __init__(self, config: EncoderConfig | None = None) -> None:
         super().__init__()
         self.config = config or EncoderConfig()

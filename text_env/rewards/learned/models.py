@@ -172,7 +172,7 @@ class LearnedReward(Reward):
                 f"{str(cfg_path)!r} has format_version {version!r}; this text_env reads version "
                 f"{' or '.join(map(str, versions))}"
             )
-        model_type = config.get("type")
+        model_type: Any = config.get("type")
         target = _MODEL_TYPES.get(model_type) if cls is LearnedReward else cls
         if target is None:
             raise ValueError(

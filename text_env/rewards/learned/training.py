@@ -183,7 +183,7 @@ def train_reward_model(
             train_acc, _ = _pair_metrics(margins, train_idx)
             val_acc, val_loss = _pair_metrics(margins, val_idx) if len(val_idx) else (None, None)
             # only differences matter to Bradley-Terry: centre the rewards on the training texts
-            net.head.bias -= net.score_vectors([vecs[i] for i in train_texts]).mean()
+            net.head.bias.sub_(net.score_vectors([vecs[i] for i in train_texts]).mean())
     report = TrainReport(
         kind="bradley_terry",
         n_train=len(train_idx),
