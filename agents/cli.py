@@ -264,8 +264,17 @@ def _run_train(args: argparse.Namespace) -> int:
             sft_steps = sft_kwargs.pop("steps", _CLI_DEFAULTS["sft_steps"])
             if sft_steps:  # data-parallel too under torchrun (agents/sft.py)
                 t0 = time.perf_counter()
+                # --env-kwargs (a Custom-v0 task file, task options) shape the demonstrations too
+                sft_env: object = env_id
+                if overrides.get("env_kwargs"):
+                    from agents.on_policy import policy_env_tokenizer
+                    from agents.rollout import make_rollout_env
+
+                    start = None if policy == "transformer" else _policy_object(policy)
+                    tok = policy_env_tokenizer(start) if start is not None else None
+                    sft_env = make_rollout_env(env_id, 1, tok, **overrides["env_kwargs"])
                 policy = sft(
-                    env_id, steps=sft_steps, seed=seed, device=args.device,
+                    sft_env, steps=sft_steps, seed=seed, device=args.device,
                     policy=None if policy == "transformer" else _policy_object(policy),
                     policy_kwargs=overrides.get("policy_kwargs"), progress_bar=not args.no_progress,
                     **sft_kwargs,

@@ -143,7 +143,7 @@ def task_with_tokenizer(spec: Any, tokenizer: Any, **task_kwargs: Any) -> Any:
         task.name, task.splits, tokenizer=tokenizer, reward=task.reward, success=task.success,
         success_threshold=task.success_threshold, max_new_tokens=task.max_new_tokens, stop=task.stop,
         allowed_completion_chars=task.allowed_completion_chars, metrics=task.metrics,
-        description=task.description, corpus=task.corpus,
+        description=task.description, corpus=task.corpus, allow_unk=task.allow_unk,
     )  # fmt: skip
 
 
@@ -166,7 +166,7 @@ def _env_with_tokenizer(
         except gym.error.Error as e:
             raise ValueError(f"cannot make env {env!r}: {e}") from e
         kwargs = {**registered.kwargs, **env_kwargs}
-        if "task" not in kwargs:
+        if kwargs.get("task") is None:
             raise ValueError(f"{env!r} has no built-in task; pass its task (env_kwargs={{'task': ...}})")
         spec = kwargs.pop("task")
         kwargs.setdefault("max_episode_steps", registered.max_episode_steps)

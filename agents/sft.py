@@ -91,7 +91,7 @@ def task_of(env: Any, tokenizer: Any = None) -> Task:
             except gym.error.Error as e:
                 raise ValueError(f"unknown env id {env!r}: {e}") from e
             kwargs = dict(spec.kwargs)
-            if "task" not in kwargs:
+            if kwargs.get("task") is None:
                 raise ValueError(f"{env!r} has no built-in task; pass the Task (or a file path) instead")
             return task_with_tokenizer(kwargs.pop("task"), tokenizer, **kwargs)
         return task_with_tokenizer(task_of(env), tokenizer)
@@ -109,7 +109,7 @@ def task_of(env: Any, tokenizer: Any = None) -> Task:
         except gym.error.Error as e:
             raise ValueError(f"unknown env id {env!r}: {e}") from e
         kwargs = dict(spec.kwargs)
-        if "task" not in kwargs:
+        if kwargs.get("task") is None:
             raise ValueError(f"{env!r} has no built-in task; pass the Task (or a file path) instead")
         return make_task(kwargs.pop("task"), **kwargs)
     return make_task(env)

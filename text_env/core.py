@@ -8,8 +8,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from text_env.action_space import TokenSpace
 from text_env.engine import GenerationState, check_seed, pinned_index, resolve_env_args
+from text_env.render import TextRenderer, check_render_mode
 from text_env.tasks.base import Task
+from text_env.tokenizers import never_emitted_ids
 
 
 class TextGenEnv(gym.Env):
@@ -24,7 +27,9 @@ class TextGenEnv(gym.Env):
 
     ## Action Space
     ``Discrete(vocab_size)``: the id of the next token. ``action_masks()`` gives the tokens the task allows
-    (for MaskablePPO); other tokens are legal actions but never correct.
+    (for MaskablePPO; never ``pad``, ``bos`` or ``unk``); other tokens are legal actions but never correct.
+    ``action_space.sample()`` leaves out ``pad``, ``bos`` and ``unk`` (a
+    :class:`~text_env.action_space.TokenSpace`, a ``Discrete`` in every other respect).
 
     ## Observation Space
     ``Box(0, vocab_size - 1, (context_len,), int64)``: the last ``context_len`` tokens of
@@ -57,7 +62,12 @@ class TextGenEnv(gym.Env):
     - ``split``: ``"train"``, ``"validation"`` or ``"test"``.
     - ``max_new_tokens``: the token budget (default: the task's).
     - ``context_len``: observation width (default: room for BOS + the longest prompt + the budget).
-    - ``render_mode``: ``"ansi"`` (``render()`` returns the text) or ``"human"`` (prints it).
+    - ``render_mode``: ``"ansi"`` (``render()`` returns the text), ``"human"`` (prints it) or
+      ``"rgb_array"`` (``render()`` returns an ``(H, W, 3)`` uint8 image of the text: the prompt in blue,
+      the completion in red on a yellow band, a status line with the step and, at the end, the return; see
+      :mod:`text_env.render`). Another mode raises :class:`~text_env.render.UnsupportedRenderMode`, a
+      ``ValueError`` that is also a ``TypeError`` (SB3's ``make_vec_env`` retries without
+      ``render_mode`` only on ``TypeError``).
     - ``**task_kwargs``: passed to the task factory, e.g. ``length=4`` for reverse.
 
     ``reset(options=...)`` accepts ``{"prompt_index": i}`` or ``{"prompt": "text"}`` to pin a prompt.
@@ -76,7 +86,7 @@ class TextGenEnv(gym.Env):
         >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     """
 
-    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi", "human", "rgb_array"], "render_fps": 4}
 
     def __init__(
         self,
@@ -88,11 +98,7 @@ class TextGenEnv(gym.Env):
         render_mode: str | None = None,
         **task_kwargs: Any,
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode {render_mode!r} is not supported; expected one of "
-                f"{self.metadata['render_modes']}"
-            )
+        check_render_mode(render_mode, self.metadata["render_modes"])
         self.task, self.reward, self.max_new_tokens, self.context_len = resolve_env_args(
             task, reward, max_new_tokens, context_len, task_kwargs
         )
@@ -101,11 +107,13 @@ class TextGenEnv(gym.Env):
         self.render_mode = render_mode
         self._state = GenerationState(self.task, split, 1, self.reward, self.context_len, self.max_new_tokens)
         v = self.tokenizer.vocab_size
-        self.action_space = spaces.Discrete(v)
+        self.action_space = TokenSpace(v, never=never_emitted_ids(self.tokenizer))
         self.observation_space = spaces.Box(0, v - 1, shape=(self.context_len,), dtype=np.int64)
         self._all = np.ones(1, dtype=bool)
         self._slot0 = np.zeros(1, dtype=np.int64)
         self._last_info: dict[str, Any] = {}
+        self._return = 0.0
+        self._renderer: TextRenderer | None = None
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -117,6 +125,7 @@ class TextGenEnv(gym.Env):
         st.reset_slots(self._slot0, pinned_index(st, options))
         info = {"prompt": self._prompt(), "prompt_index": int(st.example[0]), "completion": ""}
         self._last_info = info
+        self._return = 0.0
         return st.obs[0].copy(), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -140,6 +149,7 @@ class TextGenEnv(gym.Env):
             if self.task.success is not None:
                 info["is_success"] = bool(out["success"][0])
         self._last_info = info
+        self._return += float(out["reward"][0])
         if self.render_mode == "human":
             print(self.render_text())
         return (
@@ -160,12 +170,32 @@ class TextGenEnv(gym.Env):
             return ""
         return f"{info['prompt']}\u2502{info.get('completion', '')}"
 
-    def render(self) -> str | None:
+    def render(self) -> str | np.ndarray | None:
         if self.render_mode == "ansi":
             return self.render_text()
         if self.render_mode == "human":
             print(self.render_text())
+        if self.render_mode == "rgb_array":
+            return self.render_rgb()
         return None
+
+    def render_rgb(self) -> np.ndarray:
+        """The current episode as an ``(H, W, 3)`` uint8 image (the ``rgb_array`` frame; the size is fixed
+        per env). Before the first reset: a blank frame."""
+        if self._renderer is None:
+            self._renderer = TextRenderer.for_state(self._state)
+        info = self._last_info
+        if not info:
+            return self._renderer.render("", "")
+        st = self._state
+        steps = int(st.steps[0])
+        done = bool(st.finished[0])
+        status = f"step {steps}/{self.max_new_tokens}"
+        if done:
+            status += f"  return {self._return:.3g}"
+            if "is_success" in info:
+                status += "  solved" if info["is_success"] else "  not solved"
+        return self._renderer.render(info["prompt"], info.get("completion", ""), status, cursor=not done)
 
     def _prompt(self) -> str:
         return str(self._state.prompts[self._state.example[0]])

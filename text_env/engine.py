@@ -21,6 +21,7 @@ episode and no pin of the reset under way refers to it.
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -237,6 +238,14 @@ class GenerationState:
         _check_encodable(prompt, "reset(options=...)", "prompt")
         if reference is not None:
             _check_encodable(reference, "reset(options=...)", "reference")
+            unk = getattr(self.tokenizer, "unk_id", None)
+            if unk is not None and not self.task.allow_unk and unk in self.tokenizer.encode(reference):
+                missing = sorted({c for c in reference if unk in self.tokenizer.encode(c)})
+                raise ValueError(
+                    f"options['reference'] {reference!r} holds characters the tokenizer lacks: {missing}; "
+                    "they would encode to <unk>, which no agent can write (a task built with allow_unk=True "
+                    "allows it)"
+                )
         if self._index_of_prompt is None:
             self._index_of_prompt = {}
             for j, p in enumerate(self.prompts[: self.split_size]):
@@ -442,6 +451,12 @@ def resolve_env_args(
     task_kwargs: dict[str, Any],
 ) -> tuple[Task, CompositeReward, int, int]:
     """Shared by the single and vector env: build the task and reward, choose the budget and window."""
+    if task is None:
+        raise ValueError(
+            "no task given: TextEnv/Custom-v0 (or an env with task=None) needs task=... — a JSONL/CSV file "
+            "of prompts and references (gym.make('TextEnv/Custom-v0', task='my_prompts.jsonl')), a Task, or "
+            "a registered task name"
+        )
     # a task read from rows takes the env's reward as its default: a file without references loads then
     task = make_task(task, env_reward=reward, **task_kwargs)
     if reward is None and task.reward is None:
@@ -455,12 +470,44 @@ def resolve_env_args(
     )
     if max_new_tokens > MAX_NEW_TOKENS:
         raise ValueError(f"max_new_tokens must be at most {MAX_NEW_TOKENS}, got {max_new_tokens}")
+    _warn_if_references_cannot_fit(task, composite, max_new_tokens)
     if context_len is None:
         context_len = min(1 + task.max_prompt_tokens + max_new_tokens, MAX_CONTEXT)
     context_len = int_at_least(context_len, 2, "context_len")
     if context_len > MAX_CONTEXT_LEN:
         raise ValueError(f"context_len must be at most {MAX_CONTEXT_LEN}, got {context_len}")
     return task, composite, max_new_tokens, context_len
+
+
+_FIT_WARNED: set[tuple[str, str, int]] = set()
+
+
+def _warn_if_references_cannot_fit(task: Task, reward: CompositeReward, max_new_tokens: int) -> None:
+    """Warn once per (task, budget) when the reward (or success test) compares completions with references
+    and some reference is longer than the budget: no agent can write it in full, so e.g. ``exact_match``
+    can never pay 1 for it. (A continuation task, whose reward
+    ignores the references, is not warned about.)"""
+    uses_refs = any("reference" in getattr(t.reward, "requires", ()) for t in reward.terms)
+    if not uses_refs and task.success is not None:
+        uses_refs = any(
+            "reference" in getattr(t.reward, "requires", ()) for t in make_composite(task.success).terms
+        )
+    if not uses_refs:
+        return
+    longest = task.longest_reference_tokens
+    if longest is None or longest <= max_new_tokens:
+        return
+    key = (task.name, task.fingerprint(), max_new_tokens)
+    if key in _FIT_WARNED:
+        return
+    _FIT_WARNED.add(key)
+    warnings.warn(
+        f"task {task.name!r}: its longest reference is {longest} tokens, more than max_new_tokens="
+        f"{max_new_tokens}; such references cannot be written in full and never score as exact matches. "
+        f"Use max_new_tokens={longest + 1} (the reference, then EOS; the default for a task read from rows)",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def check_state_size(num_slots: int, context_len: int, max_new_tokens: int) -> None:

@@ -119,8 +119,8 @@ def register_envs() -> None:
         if e.env_id in gym.registry:
             continue
         kwargs = dict(e.kwargs)
-        if e.task:
-            kwargs["task"] = e.task
+        # Custom-v0 has no task of its own: task=None makes an env built without task=... an error
+        kwargs["task"] = e.task or None
         gym.register(
             id=e.env_id,
             entry_point=ENTRY_POINT,

@@ -458,6 +458,25 @@ class HFTokenizer(_TokenizerBase):
         )
 
 
+def never_emitted_ids(tokenizer: Any) -> tuple[int, ...]:
+    """The ids no completion should contain: ``pad``, ``bos`` and ``unk`` (where the tokenizer has one), less
+    any id that ends an episode (an HF tokenizer may pad with its EOS). The env's ``action_masks()``, its
+    ``action_space.sample()`` and the built-in policies' sampling all leave these out.
+
+    Example:
+        >>> never_emitted_ids(CharTokenizer("ab"))
+        (0, 1, 3)
+    """
+    ids = {int(tokenizer.pad_id), int(tokenizer.bos_id)}
+    unk = getattr(tokenizer, "unk_id", None)
+    if unk is None:
+        unk = getattr(getattr(tokenizer, "_tok", None), "unk_token_id", None)
+    if unk is not None:
+        ids.add(int(unk))
+    stops = {int(tokenizer.eos_id), *(int(i) for i in getattr(tokenizer, "stop_ids", ()))}
+    return tuple(sorted(i for i in ids - stops if 0 <= i < tokenizer.vocab_size))
+
+
 def tokenizer_from_dict(data: dict[str, Any], base_dir: str | os.PathLike | None = None) -> Tokenizer:
     """Rebuild a tokenizer from its ``to_dict()`` form (the JSON written by ``save``)."""
     if not isinstance(data, dict) or "type" not in data:

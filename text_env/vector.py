@@ -14,9 +14,12 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from text_env.action_space import TokenBatchSpace, TokenSpace
 from text_env.core import TextGenEnv
 from text_env.engine import GenerationState, check_seed, check_state_size, pinned_index, resolve_env_args
+from text_env.render import TextRenderer, check_render_mode
 from text_env.tasks.base import Task
+from text_env.tokenizers import never_emitted_ids
 from text_env.validate import positive_int
 
 LOCKSTEP = AutoresetMode.DISABLED
@@ -49,7 +52,7 @@ class TextGenVectorEnv(VectorEnv):
         >>> obs, rewards, terminated, truncated, info = envs.step(envs.action_space.sample())
     """
 
-    metadata = {"render_modes": ["ansi"], "autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(
         self,
@@ -65,8 +68,7 @@ class TextGenVectorEnv(VectorEnv):
         **task_kwargs: Any,
     ) -> None:
         num_envs = positive_int(num_envs, "num_envs")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode {render_mode!r} is not supported; expected 'ansi' or None")
+        check_render_mode(render_mode, self.metadata["render_modes"])
         try:
             self.autoreset_mode = AutoresetMode(autoreset_mode)
         except ValueError:
@@ -87,12 +89,14 @@ class TextGenVectorEnv(VectorEnv):
             self.task, split, self.num_envs, self.reward, self.context_len, self.max_new_tokens
         )
         v = self.tokenizer.vocab_size
-        self.single_action_space = spaces.Discrete(v)
+        never = never_emitted_ids(self.tokenizer)
+        self.single_action_space = TokenSpace(v, never=never)
         self.single_observation_space = spaces.Box(0, v - 1, shape=(self.context_len,), dtype=np.int64)
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.action_space = TokenBatchSpace(v, self.num_envs, never=never)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self._all_slots = np.arange(self.num_envs)
+        self._renderer: TextRenderer | None = None
 
     # ---- gymnasium API ------------------------------------------------------------------------------
     def reset(
@@ -183,12 +187,23 @@ class TextGenVectorEnv(VectorEnv):
             self.task.action_mask.astype(bool), (self.num_envs, self.tokenizer.vocab_size)
         ).copy()
 
-    def render(self) -> tuple[str, ...] | None:
-        if self.render_mode != "ansi":
+    def render(self) -> tuple[str, ...] | tuple[np.ndarray, ...] | None:
+        """Per slot: ``"ansi"`` the text (prompt│completion); ``"rgb_array"`` an ``(H, W, 3)`` uint8 image
+        of it like :meth:`TextGenEnv.render` (status: the step, or "done"); else None."""
+        if self.render_mode not in ("ansi", "rgb_array"):
             return None
         st = self._state
         texts = st.completions_text(self._all_slots)
-        return tuple(f"{st.prompts[st.example[i]]}\u2502{t}" for i, t in enumerate(texts))
+        if self.render_mode == "ansi":
+            return tuple(f"{st.prompts[st.example[i]]}\u2502{t}" for i, t in enumerate(texts))
+        if self._renderer is None:
+            self._renderer = TextRenderer.for_state(st)
+        frames = []
+        for i, t in enumerate(texts):
+            done = bool(st.finished[i])
+            status = f"step {int(st.steps[i])}/{self.max_new_tokens}" + ("  done" if done else "")
+            frames.append(self._renderer.render(str(st.prompts[st.example[i]]), t, status, cursor=not done))
+        return tuple(frames)
 
     # ---- extras for batched rollouts ----------------------------------------------------------------
     @property

@@ -48,7 +48,7 @@ from text_env.persistence import (
     resolve_inside,
     verify_manifest,
 )
-from text_env.tokenizers import Tokenizer
+from text_env.tokenizers import Tokenizer, never_emitted_ids
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ class LMPolicyBase(nn.Module):
         >>> class Uniform(LMPolicyBase):
         ...     pass
         >>> Uniform(CharTokenizer("ab"), vocab_size=6, temperature=2.0).log_probs(torch.zeros(1, 6)).exp()
-        tensor([[0.1667, 0.1667, 0.1667, 0.1667, 0.1667, 0.1667]])
+        tensor([[0.0000, 0.0000, 0.3333, 0.0000, 0.3333, 0.3333]])
     """
 
     action_mask: torch.Tensor | None
@@ -256,6 +256,10 @@ class LMPolicyBase(nn.Module):
         self.vocab_size = int(vocab_size)
         self.temperature = temperature
         self.register_buffer("action_mask", _as_action_mask(action_mask, self.vocab_size))
+        # pad / bos / unk are never sampled (nor given probability in training), mask or no mask: derived
+        # from the tokenizer, so not saved
+        never = torch.tensor(never_emitted_ids(tokenizer), dtype=torch.long)
+        self.register_buffer("never_ids", never if len(never) else None, persistent=False)
 
     @property
     def temperature(self) -> float:
@@ -278,6 +282,8 @@ class LMPolicyBase(nn.Module):
         train it, so no top-k / min-length rule makes the scored distribution differ from the sampled
         one (the source of "negative KL" in RLHF). Disallowed tokens get the most negative finite float
         rather than -inf, so ``p * log p`` (entropy) and ``log π - log π_ref`` stay finite (0, not NaN).
+        ``pad``, ``bos`` and ``unk`` (:func:`~text_env.tokenizers.never_emitted_ids` of the tokenizer) are
+        always disallowed, the same ids the env's ``action_masks()`` and ``action_space.sample()`` leave out.
         ``temperature`` overrides the policy's own (e.g. to score a reference at another policy's).
         """
         logits = logits.float()
@@ -286,6 +292,9 @@ class LMPolicyBase(nn.Module):
             logits = logits / temperature
         if self.action_mask is not None:
             logits = logits.masked_fill(~self.action_mask, torch.finfo(logits.dtype).min)
+        never = getattr(self, "never_ids", None)
+        if never is not None:
+            logits = logits.index_fill(-1, never, torch.finfo(logits.dtype).min)
         return F.log_softmax(logits, dim=-1)
 
     def sample(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-CHARS = "abcdefghimnorstuy =|"
+CHARS = "abcdefghimnorstuy =|j"  # j last (ids of the rest unchanged): Reverse uses a-j
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ '<s>' + m['role'] + '|' + m['content'] + '</s>' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<s>assistant|' }}{% endif %}"

@@ -12,6 +12,7 @@ import torch
 from agents import RolloutCollector, evaluate_policy, make_rollout_env
 from agents.policies.transformer import KVCache, LMPolicyBase
 from agents.rollout import action_logprobs
+from text_env.tokenizers import never_emitted_ids
 from text_env.vector import TextGenVectorEnv
 
 ATOL = 1e-5
@@ -148,12 +149,16 @@ def test_cached_logprobs_and_values_equal_one_full_forward(tiny_reverse_task, ma
     m = batch.mask
     torch.testing.assert_close(lp[m], batch.logprobs[m], atol=ATOL, rtol=0)
     torch.testing.assert_close(values[m], batch.values[m], atol=ATOL, rtol=0)
-    # the full forward is the tempered distribution (the sampled one), not the raw softmax
+    # the full forward is the tempered distribution (the sampled one), not the raw softmax; pad, bos and
+    # unk are never sampled, so they get no probability
     with torch.no_grad():
         raw = torch.log_softmax(policy(batch.input_ids, batch.attention_mask)[0], -1)[
             :, batch.action_logits_slice()
         ]
-    torch.testing.assert_close(logp_all, torch.log_softmax(raw / temperature, -1), atol=ATOL, rtol=0)
+    never = torch.tensor(never_emitted_ids(policy.tokenizer))
+    want = torch.log_softmax((raw / temperature).index_fill(-1, never, torch.finfo(raw.dtype).min), -1)
+    torch.testing.assert_close(logp_all, want, atol=ATOL, rtol=0)
+    assert torch.all(logp_all[..., never] < -1e30)
 
 
 def test_reference_equal_to_policy_gives_equal_logprobs(tiny_reverse_task, make_policy):

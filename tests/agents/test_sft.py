@@ -15,6 +15,7 @@ from agents import evaluate_policy, make_rollout_env, sft
 from agents.policies import load_policy
 from agents.sft import encode_demonstrations, sft_loss, task_of
 from text_env.tasks.base import Task
+from text_env.tokenizers import never_emitted_ids
 
 # `agents.sft` the attribute is the function (agents/__init__ re-exports it); the module is reached by name
 sft_module = importlib.import_module("agents.sft")
@@ -54,7 +55,9 @@ def test_sft_loss_is_cross_entropy_on_the_masked_targets(tiny_reverse_task, make
         loss = sft_loss(policy, ids, attention, loss_mask)
         logits, _ = policy(ids, attention)
     m = loss_mask[:, :-1]
-    want = F.cross_entropy(logits[:, :-1][m] / 0.5, ids[:, 1:][m])
+    never = torch.tensor(never_emitted_ids(policy.tokenizer))  # pad/bos/unk: outside the distribution
+    scaled = (logits / 0.5).index_fill(-1, never, torch.finfo(logits.dtype).min)
+    want = F.cross_entropy(scaled[:, :-1][m], ids[:, 1:][m])
     assert loss.item() == pytest.approx(want.item(), rel=1e-5)
     assert int(m.sum()) == sum(len(r) + 1 for _, r in tiny_reverse_task.demonstrations())
 

@@ -1,13 +1,16 @@
 """Rewards that compare a completion with its reference or check its form: exact match, partial
 (positional) match, and keyword presence with a format rule.
 
-Exact and partial match compare token ids with numpy when the batch carries reference ids (the env always
-does), so the synthetic tasks never decode text to score an episode.
+Exact match compares normalised text (:func:`normalize_answer`), settling with numpy on the token ids every
+row where that gives the same answer, so the synthetic tasks rarely decode; partial match compares token ids
+position by position.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from typing import Any
 
 import numpy as np
 
@@ -38,21 +41,52 @@ def _aligned(batch: RewardBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     return cc, cl, rr, rl
 
 
-def _extra_refs_match(batch: RewardBatch, out: np.ndarray) -> np.ndarray:
-    """Rows with several references also match (as text, surrounding whitespace ignored) any later one."""
-    refs = batch.references
-    multi = [i for i, r in enumerate(refs) if r is not None and len(r) > 1]
-    if multi:
-        texts = batch.completions
-        for i in multi:
-            if any(texts[i].strip() == r.strip() for r in refs[i] or ()):
-                out[i] = 1.0
-    return out
+def normalize_answer(text: str) -> str:
+    """What ``exact_match`` compares: Unicode NFC, surrounding whitespace stripped, every run of whitespace
+    inside made one space. Case and punctuation are kept (``"Abc"`` ≠ ``"abc"``, ``"4."`` ≠ ``"4"``).
+
+    Example:
+        >>> normalize_answer("  the   cat\\n sat ")
+        'the cat sat'
+    """
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+_UNSAFE_CACHE: dict[int, tuple[Any, np.ndarray]] = {}
+
+
+def _text_unsafe_ids(tokenizer: Any) -> np.ndarray | None:
+    """For a one-character-per-token tokenizer: ``(V,)`` bool of the ids whose text normalisation can touch
+    (specials, which decode to nothing; whitespace; combining marks; characters NFC changes). Two id rows
+    free of them have equal normalised texts exactly when the ids are equal, so such rows are compared as
+    ids, without decoding. ``None`` for other tokenizers (one text has many tokenisations there)."""
+    if type(tokenizer).__name__ != "CharTokenizer":
+        return None
+    hit = _UNSAFE_CACHE.get(id(tokenizer))
+    if hit is not None and hit[0] is tokenizer:
+        return hit[1]
+    unsafe = np.zeros(tokenizer.vocab_size, dtype=bool)
+    unsafe[[tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id, tokenizer.unk_id]] = True
+    for i, c in zip(tokenizer.token_ids(tokenizer.alphabet), tokenizer.alphabet, strict=True):
+        if c.isspace() or unicodedata.combining(c) or unicodedata.normalize("NFC", c) != c:
+            unsafe[i] = True
+    if len(_UNSAFE_CACHE) > 64:
+        _UNSAFE_CACHE.clear()
+    _UNSAFE_CACHE[id(tokenizer)] = (tokenizer, unsafe)
+    return unsafe
 
 
 @register_reward("exact_match", requires=("reference",))
 class ExactMatch(Reward):
-    """1 if the completion equals a reference token for token, else 0."""
+    """1 if the completion's text equals a reference's after :func:`normalize_answer` (NFC, whitespace
+    stripped and collapsed; case kept), else 0. Every reference of a row counts.
+
+    Texts are compared, not token ids: a model's tokenizer may spell the gold text in other tokens than its
+    own encoding of the reference (one character per token, say) and that is still the right answer; and a
+    reference the tokenizer could not encode never matches garbage. Rows whose ids equal the reference's are
+    matches without decoding; with a one-character-per-token tokenizer, rows whose ids contain no token that
+    normalisation could change are settled as ids too (the same result, for speed).
+    """
 
     name = "exact_match"
     kind = "state"
@@ -62,7 +96,28 @@ class ExactMatch(Reward):
         cc, cl, rr, rl = _aligned(batch)
         rr = np.where(rr == -2, -1, rr)  # beyond-length positions compare equal once lengths match
         out = ((cl == rl) & (cc == rr).all(axis=1)).astype(np.float32)  # rl = -1: no reference, no match
-        return _extra_refs_match(batch, out)
+        if batch._references is None:
+            return out  # ids only (a batch built without reference texts)
+        unk = getattr(batch.tokenizer, "unk_id", None)
+        if unk is not None:  # a reference in <unk>s (allow_unk=True) is matched by its text, never its ids
+            out[(rr == unk).any(axis=1)] = 0.0
+        refs = batch.references
+        todo = (out == 0) & (rl >= 0)
+        unsafe = _text_unsafe_ids(batch.tokenizer)
+        if unsafe is not None and todo.any():
+            # rows free of normalisation-sensitive ids (both sides) with one reference are settled as ids
+            c_bad = (unsafe[np.clip(cc, 0, None)] & (cc >= 0)).any(axis=1)
+            r_bad = (unsafe[np.clip(rr, 0, None)] & (rr >= 0)).any(axis=1)
+            single = np.fromiter((r is not None and len(r) == 1 for r in refs), dtype=bool, count=len(out))
+            todo &= c_bad | r_bad | ~single
+        idx = np.flatnonzero(todo)
+        if len(idx):
+            texts = batch.completions
+            for i in idx:
+                got = normalize_answer(texts[i])
+                if any(got == normalize_answer(r) for r in refs[i] or ()):
+                    out[i] = 1.0
+        return out
 
 
 @register_reward("partial_match", requires=("reference",))

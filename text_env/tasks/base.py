@@ -29,8 +29,9 @@ import numpy as np
 
 from text_env.io import atomic_write_json, read_json
 from text_env.persistence import atomic_directory, has_manifest, verify_manifest
-from text_env.tokenizers import CharTokenizer, Tokenizer, encode_flat, load_tokenizer
+from text_env.tokenizers import CharTokenizer, Tokenizer, encode_flat, load_tokenizer, never_emitted_ids
 from text_env.validate import (
+    boolean,
     finite_number,
     fractions3,
     nonnegative_int,
@@ -44,6 +45,16 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
 TASK_KIND = "task"  # the kind recorded in a saved task's manifest
 TASK_FORMAT_VERSION = 1  # 1: task.json has format_version and the directory a manifest; 0: neither
+DEFAULT_MAX_NEW_TOKENS = 32  # the budget of a task without references (with them: the longest + 1)
+_WARNED: set[tuple[Any, ...]] = set()  # (task, split, tokenizer): prompts' unknown characters logged
+
+
+def _unk_id(tokenizer: Any) -> int | None:
+    """The id a tokenizer gives characters it lacks, if it has one (byte-level BPE has none)."""
+    unk = getattr(tokenizer, "unk_id", None)
+    if unk is None:
+        unk = getattr(getattr(tokenizer, "_tok", None), "unk_token_id", None)
+    return None if unk is None else int(unk)
 
 
 @dataclass(frozen=True, slots=True)  # slots: a task file of a million rows holds a million of these
@@ -209,13 +220,17 @@ class Task:
         success: A reward spec; an episode whose value is ≥ ``success_threshold`` succeeds
             (``info["is_success"]``). ``None`` reports no success.
         success_threshold: See ``success``.
-        max_new_tokens: The completion budget: reaching it truncates the episode.
+        max_new_tokens: The completion budget: reaching it truncates the episode. ``None`` (the default):
+            room for the longest reference and EOS (its length in tokens + 1), or 32 without references.
         stop: Extra strings (single tokens) that end the episode like EOS, e.g. ``("\\n",)``.
         allowed_completion_chars: If set, the characters a correct completion can use; with EOS they form
             the env's ``action_masks()`` (for MaskablePPO). ``None`` allows every token.
         metrics: Names of rewards reported as evaluation metrics.
         description: One line for listings.
         corpus: Extra unlabelled text for the supervised stage (a callable, evaluated lazily).
+        allow_unk: Let references hold characters the tokenizer lacks (they encode to ``<unk>``). By default
+            such a task is refused, naming the characters: a reference in ``<unk>`` s cannot be written by any
+            agent, and scored as ids it would match garbage. Prompts with such characters only warn.
     """
 
     def __init__(
@@ -226,19 +241,22 @@ class Task:
         reward: Any = "exact_match",
         success: Any = "exact_match",
         success_threshold: float = 1.0,
-        max_new_tokens: int = 32,
+        max_new_tokens: int | None = None,
         stop: Sequence[str] = (),
         allowed_completion_chars: str | None = None,
         metrics: Sequence[str] = (),
         description: str = "",
         corpus: Callable[[], Iterable[str]] | None = None,
+        allow_unk: bool = False,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"a task's name must be a non-empty string, got {name!r}")
         where = f"task {name!r}"
         # settings first (they may come from a task.json): refused, never coerced
         self.success_threshold = finite_number(success_threshold, "success_threshold", where)
-        self.max_new_tokens = positive_int(max_new_tokens, "max_new_tokens", where)
+        if max_new_tokens is not None:
+            max_new_tokens = positive_int(max_new_tokens, "max_new_tokens", where)
+        self.allow_unk = boolean(allow_unk, "allow_unk", where)
         self.stop = strings(stop, "stop", where)
         self.allowed_completion_chars = string(
             allowed_completion_chars, "allowed_completion_chars", where, optional=True
@@ -266,6 +284,11 @@ class Task:
         self.reward = reward
         self.success = success
         self.corpus = corpus
+        self._check_reference_characters()
+        if max_new_tokens is None:
+            longest = self.longest_reference_tokens
+            max_new_tokens = DEFAULT_MAX_NEW_TOKENS if longest is None else longest + 1
+        self.max_new_tokens = max_new_tokens
 
     # ---- access -------------------------------------------------------------------------------------
     def examples(self, split: str = "train") -> list[Example]:
@@ -294,17 +317,18 @@ class Task:
 
     @cached_property
     def action_mask(self) -> np.ndarray:
-        """``(vocab_size,)`` int8: 1 for tokens a completion may use (always EOS), 0 for the rest."""
+        """``(vocab_size,)`` int8: 1 for tokens a completion may use (always the stop tokens), 0 for the rest:
+        never ``pad``, ``bos`` or ``unk`` (:func:`~text_env.tokenizers.never_emitted_ids`), and with
+        ``allowed_completion_chars`` only those characters' tokens."""
         v = self.tokenizer.vocab_size
         if self.allowed_completion_chars is None:
             mask = np.ones(v, dtype=np.int8)
-            mask[[self.tokenizer.pad_id, self.tokenizer.bos_id]] = 0
-            mask[self.tokenizer.eos_id] = 1
-            return mask
-        mask = np.zeros(v, dtype=np.int8)
-        for ch in self.allowed_completion_chars:
-            for i in self.tokenizer.encode(ch):
-                mask[i] = 1
+        else:
+            mask = np.zeros(v, dtype=np.int8)
+            for ch in self.allowed_completion_chars:
+                for i in self.tokenizer.encode(ch):
+                    mask[i] = 1
+        mask[list(never_emitted_ids(self.tokenizer))] = 0
         mask[self.stop_ids] = 1
         return mask
 
@@ -321,6 +345,12 @@ class Task:
             r_tokens = r_offsets = None
             if all(e.references for e in exs):
                 r_tokens, r_offsets = encode_split(tok, [e.references[0] for e in exs])
+            unk = _unk_id(tok)
+            if unk is not None:
+                if r_tokens is not None and not self.allow_unk and bool((r_tokens == unk).any()):
+                    self._refuse_unknown(split, [e.references[0] for e in exs])
+                if bool((p_tokens == unk).any()):
+                    self._warn_unknown_prompts(split, [e.prompt for e in exs])
             cache[split] = EncodedSplit(
                 prompt_tokens=p_tokens,
                 prompt_offsets=p_offsets,
@@ -333,6 +363,64 @@ class Task:
                 pad_id=int(tok.pad_id),
             )
         return cache[split]
+
+    @cached_property
+    def longest_reference_tokens(self) -> int | None:
+        """The longest first reference over every split, in tokens (``None`` if a split lacks references)."""
+        lengths = [self.encoded(s).reference_lengths for s in SPLITS]
+        found = [n for n in lengths if n is not None]
+        if len(found) < len(lengths):
+            return None
+        return max(int(n.max(initial=0)) for n in found)
+
+    def _check_reference_characters(self) -> None:
+        """With a character tokenizer, refuse (unless ``allow_unk``) references, first or not, in any split
+        that hold characters outside its alphabet: one pass over the text, before anything is encoded."""
+        tok = self.tokenizer
+        if self.allow_unk or not isinstance(tok, CharTokenizer):
+            return  # other tokenizers are checked as each split is encoded
+        known = set(tok.alphabet)
+        for split, exs in self.splits.items():
+            refs = [r for e in exs for r in e.references]
+            if set("".join(refs)) - known:
+                self._refuse_unknown(split, refs)
+
+    def _missing_chars(self, texts: Sequence[str]) -> tuple[list[str], str]:
+        """The characters of ``texts`` the tokenizer encodes to ``<unk>`` (at most 20), and one such text."""
+        tok, unk = self.tokenizer, _unk_id(self.tokenizer)
+        missing: set[str] = set()
+        example = ""
+        for t in texts:
+            if unk not in tok.encode(t):
+                continue
+            found = {c for c in set(t) if unk in tok.encode(c)}
+            if found and not example:
+                example = t
+            missing |= found
+            if len(missing) >= 20:
+                break
+        return sorted(missing)[:20], example
+
+    def _refuse_unknown(self, split: str, texts: Sequence[str]) -> None:
+        chars, example = self._missing_chars(texts)
+        raise ValueError(
+            f"task {self.name!r}: the tokenizer {self.tokenizer!r} lacks characters of the {split!r} split's "
+            f"references: {chars} (e.g. in {example[:80]!r}); they would encode to <unk>, which no agent can "
+            "write and which would score garbage as a match. Use a tokenizer that covers the data (the "
+            "default: tokenizer=None builds one over every text), or pass allow_unk=True to let them "
+            "encode to <unk>"
+        )
+
+    def _warn_unknown_prompts(self, split: str, texts: Sequence[str]) -> None:
+        key = (self.name, split, id(self.tokenizer))
+        if key in _WARNED:
+            return
+        _WARNED.add(key)
+        chars, example = self._missing_chars(texts)
+        logger.warning(
+            "task %r: the tokenizer %r lacks characters of the %r split's prompts: %s (e.g. in %r); the "
+            "agent sees them as <unk>", self.name, self.tokenizer, split, chars, example[:80],
+        )  # fmt: skip
 
     @cached_property
     def max_prompt_tokens(self) -> int:
@@ -398,6 +486,14 @@ class Task:
                 fixed[split].append(ex)
         for s, part in zip(SPLITS, split_indices(len(free), seed, fractions), strict=True):
             fixed[s].extend(free[j] for j in part)
+        empty = [s for s in SPLITS if not fixed[s]]
+        if empty:
+            raise ValueError(
+                f"task {name!r} has {len(rows)} rows ({len(free)} without a split), which leaves the "
+                f"{' and '.join(map(repr, empty))} split{'s' if len(empty) > 1 else ''} empty; every split "
+                f"(train, validation, test) needs at least one prompt: give at least 3 rows, or a 'split' "
+                "field (a JSONL key or CSV column: 'train', 'validation' or 'test') placing rows in each"
+            )
         has_refs = all(ex.references for ex, _ in rows)
         if not has_refs:
             kwargs.setdefault("success", None)
@@ -462,6 +558,8 @@ class Task:
             "metrics": list(self.metrics),
             "description": self.description,
         }
+        if self.allow_unk:
+            settings["allow_unk"] = True
         # a Python function cannot go into a file: say what it was, so that load can ask for it again
         for key, spec, saved in (("reward", self.reward, reward), ("success", self.success, success)):
             if saved is None and spec is not None:
@@ -518,6 +616,7 @@ class Task:
 _SETTINGS = (
     "format_version", "name", "reward", "success", "success_threshold", "max_new_tokens", "stop",
     "allowed_completion_chars", "metrics", "description", "reward_not_saved", "success_not_saved",
+    "allow_unk",
 )  # fmt: skip
 
 
@@ -547,6 +646,7 @@ def _read_settings(path: Path) -> dict[str, Any]:
         "allowed_completion_chars": lambda v, f: string(v, f, where, optional=True),
         "metrics": lambda v, f: strings(v, f, where),
         "description": lambda v, f: string(v, f, where),
+        "allow_unk": lambda v, f: boolean(v, f, where),
     }
     for key, check in checks.items():
         if key in settings:
