@@ -93,7 +93,10 @@ def test_every_learner_two_ranks_of_half_the_batch_equal_one_process_of_all_of_i
         naive = rank0[f"{name}_naive"]
         ref_w, ref_g = np.array(rank0[f"_ref_{name}"]["weights"]), np.array(rank0[f"_ref_{name}"]["grads"])
         assert np.abs(np.array(naive["grads"]) - ref_g).max() > 1e-3, name
-        assert np.abs(np.array(naive["weights"]) - ref_w).max() > 0.5 * LR, name
+        # Adam's first step is ~lr·sign(g), blind to a gradient's scale: the naive weights drift where a sign
+        # flips, which is still 10x further than the correct scheme's round-off
+        naive_w = np.abs(np.array(naive["weights"]) - ref_w).max()
+        assert naive_w > max(10 * ref["weights_diff"], 1e-7), (name, naive_w, ref["weights_diff"])
 
 
 @pytest.mark.expensive
@@ -134,7 +137,8 @@ def test_ranks_stay_bitwise_equal_draw_the_global_plan_and_sample_their_own_comp
         for r in (a, b):
             assert r["eval"]["episodes"] == 9
             for key in ("mean_return", "success_rate", "mean_length"):
-                assert r["eval"][key] == pytest.approx(a["eval_ref"][key], rel=1e-9, nan_ok=True), key
+                # float32 rewards summed in another order: equal to float32 round-off
+                assert r["eval"][key] == pytest.approx(a["eval_ref"][key], rel=1e-6, nan_ok=True), key
     # a one-prompt task: every rank rolls out the same prompt, and must not repeat the other's completions
     assert rank0["one_prompt_completions"] != rank1["one_prompt_completions"]
 
