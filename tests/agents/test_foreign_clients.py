@@ -148,6 +148,7 @@ def test_record_video_writes_a_video(tmp_path: Path) -> None:
     env.close()
     videos = sorted(tmp_path.glob("*.mp4"))
     assert len(videos) == 2 and all(v.stat().st_size > 1000 for v in videos)
+    _assert_decodes_to_text_frames(videos[0], env.unwrapped.render().shape)
 
 
 def test_vec_video_recorder_writes_a_video(tmp_path: Path) -> None:
@@ -165,3 +166,17 @@ def test_vec_video_recorder_writes_a_video(tmp_path: Path) -> None:
     venv.close()
     videos = sorted(tmp_path.glob("*.mp4"))
     assert len(videos) == 1 and videos[0].stat().st_size > 1000
+    _assert_decodes_to_text_frames(videos[0])
+
+
+def _assert_decodes_to_text_frames(path: Path, shape: tuple[int, ...] | None = None) -> None:
+    """The file is a real video: it decodes (imageio-ffmpeg, moviepy's reader) to several RGB frames of the
+    rendered size that are not all alike (the completion grows from frame to frame)."""
+    import imageio.v2 as imageio
+
+    with imageio.get_reader(str(path)) as reader:
+        frames = [np.asarray(f) for f in reader]
+    assert len(frames) >= 2 and frames[0].ndim == 3 and frames[0].shape[2] == 3
+    if shape is not None:
+        assert frames[0].shape == shape
+    assert any(not np.array_equal(frames[0], f) for f in frames[1:])
