@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.harness.cli import benchmark_command
-from agents.harness.config import OURS_KWARGS, BenchmarkConfig, jsonable
+from agents.harness.config import OURS_KWARGS, SB3_POLICY_KWARGS, BenchmarkConfig, jsonable
 from agents.harness.runners import RunResult
 from text_env.io import atomic_write_bytes, atomic_write_json
 
@@ -244,11 +244,12 @@ def render_report(result: BenchmarkResult, plots: Sequence[str]) -> str:
             f"- `ours:<name>` starts from supervised fine-tuning: {s['steps']} steps × {s['batch_size']} "
             f"demonstrations (lr {s['learning_rate']}, {s['warmup']} warmup steps), ≈{demo_tokens:.0f} "
             "demonstration target tokens per run — **not counted in the RL budget**; SB3 sees no "
-            "demonstrations. `ours:<name>-scratch` is the comparison at equal information."
+            "demonstrations. `--sft-steps 0` (or `ours:<name>-scratch`) is the comparison at equal "
+            "information."
         )
     lines += [
-        f"- Our agents: their defaults plus {json.dumps(OURS_KWARGS)}; SB3: its defaults with the "
-        "token-embedding extractor (agents/sb3.py).",
+        f"- Our agents: their defaults plus {json.dumps(OURS_KWARGS)}; SB3: its defaults (MlpPolicy heads) "
+        f"over the token-embedding extractor (agents/sb3.py) with {json.dumps(SB3_POLICY_KWARGS)}.",
         "",
         "## Final test success per env",
         "",

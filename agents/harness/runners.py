@@ -374,6 +374,10 @@ def run_sb3(run: RunSpec, spec: AlgoSpec) -> dict[str, Any]:
     env_kwargs = run.settings["env_kwargs"]
     cls = resolve_sb3_class(spec.target)
     kwargs = dict(run.settings["algo_kwargs"])
+    # the harness's extractor settings (config.SB3_POLICY_KWARGS), overridden key by key by the user's
+    policy_kwargs = {**run.settings.get("sb3_policy_kwargs", {}), **kwargs.pop("policy_kwargs", {})}
+    if policy_kwargs:
+        kwargs["policy_kwargs"] = policy_kwargs
     if "buffer_size" in inspect.signature(cls.__init__).parameters and "buffer_size" not in kwargs:
         kwargs["buffer_size"] = min(1_000_000, run.budget)  # holds the whole run: same as SB3's 1e6 here
     t0 = time.perf_counter()
