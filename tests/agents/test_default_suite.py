@@ -202,6 +202,11 @@ def test_a_tiny_dense_benchmark_scores_partial_credit_and_checks(tmp_path: Path)
     # partial credit: some evaluation of some run earned a non-zero return without any exact answer
     points = [p for r in result.runs for p in r.curve]
     assert any(p["mean_return"] > 0 and p["success_rate"] < 1 for p in points)
+    # the mean return's curves and probability of improvement are reported beside success's
+    curves = result.summary["return_curves"]["TextEnv/Reverse-L4-Dense-v0"]
+    assert {p["metric"] for series in curves.values() for p in series} == {"mean_return"}
+    report = (tmp_path / "report.md").read_text()
+    assert "Probability of improvement (final mean return" in report and "mean return at step 0" in report
     conditions = check_discrimination(read_results(tmp_path / "results.csv"))
     assert [c.name for c in conditions] == ["spread", "not_saturated", "baseline_learns"]
     assert all(c.details for c in conditions)
