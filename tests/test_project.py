@@ -106,7 +106,8 @@ def test_the_agents_package_is_ours_and_the_conflict_is_documented() -> None:
     "module",
     [
         "agents.advantages", "agents.callbacks", "agents.checkpoint", "agents.config", "agents.kl",
-        "agents.logger", "agents.harness.cli", "text_env.persistence",
+        "agents.logger", "agents.harness.cli", "text_env.persistence", "agents.harness.check",
+        "text_env.rewards.dense",
     ],
 )  # fmt: skip
 def test_the_examples_in_docstrings_run(module: str) -> None:

@@ -14,6 +14,8 @@ Passing ``max_episode_steps=`` to ``gym.make`` still adds a ``TimeLimit`` if a c
 
 Example:
     >>> import gymnasium as gym
+
+from text_env.rewards.dense import DENSE_REWARD
     >>> env = gym.make("TextEnv/Reverse-L4-v0", max_new_tokens=20)  # the env truncates at 20 tokens
     >>> gym.spec("TextEnv/Reverse-L4-v0").max_episode_steps is None
     True
@@ -25,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
+
+from text_env.rewards.dense import DENSE_REWARD
 
 ENTRY_POINT = "text_env.core:TextGenEnv"
 VECTOR_ENTRY_POINT = "text_env.vector:TextGenVectorEnv"
@@ -84,7 +88,28 @@ def _synthetic_entries() -> list[EnvEntry]:
             )
         )
     out.append(EnvEntry("TextEnv/Keyword-v0", "keyword", {}, 40, 0.9, "a sentence that uses a given word"))
-    return out
+    return out + _dense_entries(out)
+
+
+def _dense_entries(entries: list[EnvEntry]) -> list[EnvEntry]:
+    """A ``-Dense`` twin of every copy/reverse/sort/arithmetic id: the same task and splits, rewarded by
+    ``position_match`` + ``stop_match`` (:mod:`text_env.rewards.dense`: credit for each token right where it
+    stands, paid as it is emitted, and for ending at the right length; 1 only for the exact answer), so that
+    a learner from scratch sees a signal. Success stays the task's exact match. Difficulty is the task's
+    kwargs (``length=``, ``alphabet=``, ``digits=``, ``ops=``), e.g.
+    ``gym.make("TextEnv/Reverse-Dense-v0", length=12)``."""
+    return [
+        EnvEntry(
+            e.env_id.removesuffix("-v0") + "-Dense-v0",
+            e.task,
+            {**e.kwargs, "reward": dict(DENSE_REWARD)},
+            e.max_new_tokens,
+            e.reward_threshold,
+            e.description + ", per-token partial credit",
+        )
+        for e in entries
+        if e.task in ("copy", "reverse", "sort", "arithmetic")
+    ]
 
 
 def _language_entries() -> list[EnvEntry]:

@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.harness.cli import benchmark_command
-from agents.harness.config import OURS_KWARGS, BenchmarkConfig, jsonable
+from agents.harness.config import OURS_KWARGS, SB3_POLICY_KWARGS, BenchmarkConfig, jsonable
 from agents.harness.runners import RunResult
 from text_env.io import atomic_write_bytes, atomic_write_json
 
@@ -157,6 +157,22 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def _plot_curves(axes: Any, envs: Sequence[str], curves: dict[str, Any]) -> None:
+    for ax, env in zip(axes, envs):
+        metric = "success_rate"
+        for algo, series in curves.get(env, {}).items():
+            if not series:
+                continue
+            x = [p["target"] for p in series]
+            ax.plot(x, [p["mean"] for p in series], marker="o", ms=3, label=algo)
+            ax.fill_between(x, [p["lo"] for p in series], [p["hi"] for p in series], alpha=0.2)
+            metric = series[0]["metric"]
+        ax.set_title(env.split("/")[-1], fontsize=10)
+        ax.set_xlabel("env steps (tokens)")
+        ax.set_ylabel("test success rate" if metric == "success_rate" else "test mean return")
+        ax.grid(alpha=0.3)
+
+
 def plot_results(summary: dict[str, Any], out: Path) -> list[str]:
     """Learning curves with 95% CI bands per env, and the suite IQM bar chart; returns the PNG names."""
     import matplotlib
@@ -167,21 +183,16 @@ def plot_results(summary: dict[str, Any], out: Path) -> list[str]:
     names = []
     curves = summary["curves"]
     envs = [e for e in curves if curves[e]]
+    # a second row of mean-return curves where the first row shows success (the two differ)
+    returns = summary.get("return_curves") or {}
+    has_success = any(s and s[0]["metric"] == "success_rate" for e in envs for s in curves[e].values())
+    rows = [curves, returns] if returns and has_success else [curves]
     if envs:
-        fig, axes = plt.subplots(1, len(envs), figsize=(4.5 * len(envs), 3.6), squeeze=False)
-        for ax, env in zip(axes[0], envs):
-            metric = "success_rate"
-            for algo, series in curves[env].items():
-                if not series:
-                    continue
-                x = [p["target"] for p in series]
-                ax.plot(x, [p["mean"] for p in series], marker="o", ms=3, label=algo)
-                ax.fill_between(x, [p["lo"] for p in series], [p["hi"] for p in series], alpha=0.2)
-                metric = series[0]["metric"]
-            ax.set_title(env.split("/")[-1], fontsize=10)
-            ax.set_xlabel("env steps (tokens)")
-            ax.set_ylabel("test success rate" if metric == "success_rate" else "test mean return")
-            ax.grid(alpha=0.3)
+        fig, axes = plt.subplots(
+            len(rows), len(envs), figsize=(4.5 * len(envs), 3.6 * len(rows)), squeeze=False
+        )
+        for row, data in enumerate(rows):
+            _plot_curves(axes[row], envs, data)
         axes[0][0].legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(out / "curves.png", dpi=110)
@@ -244,11 +255,12 @@ def render_report(result: BenchmarkResult, plots: Sequence[str]) -> str:
             f"- `ours:<name>` starts from supervised fine-tuning: {s['steps']} steps × {s['batch_size']} "
             f"demonstrations (lr {s['learning_rate']}, {s['warmup']} warmup steps), ≈{demo_tokens:.0f} "
             "demonstration target tokens per run — **not counted in the RL budget**; SB3 sees no "
-            "demonstrations. `ours:<name>-scratch` is the comparison at equal information."
+            "demonstrations. `--sft-steps 0` (or `ours:<name>-scratch`) is the comparison at equal "
+            "information."
         )
     lines += [
-        f"- Our agents: their defaults plus {json.dumps(OURS_KWARGS)}; SB3: its defaults with the "
-        "token-embedding extractor (agents/sb3.py).",
+        f"- Our agents: their defaults plus {json.dumps(OURS_KWARGS)}; SB3: its defaults (MlpPolicy heads) "
+        f"over the token-embedding extractor (agents/sb3.py) with {json.dumps(SB3_POLICY_KWARGS)}.",
         "",
         "## Final test success per env",
         "",
@@ -262,11 +274,19 @@ def render_report(result: BenchmarkResult, plots: Sequence[str]) -> str:
         format_poi(summary, "success"),
         "",
     ]
+    if summary["poi"].get("return"):
+        lines += [
+            "## Probability of improvement (final mean return, over the suite)",
+            "",
+            format_poi(summary, "return"),
+            "",
+        ]
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     step0 = _step0_table(result.runs)
     if step0:
-        lines += ["## Where each algorithm started (test success at step 0, mean over seeds)", "", step0, ""]
+        lines += ["## Where each algorithm started (test success and return at step 0, mean over seeds)", ""]
+        lines += [step0, ""]
     notes = list(summary["notes"])
     for r in result.runs:
         if r.steps is not None and r.steps > r.budget:
@@ -295,12 +315,15 @@ def _executor_line(cfg: BenchmarkConfig, runs: Sequence[RunResult]) -> str:
 
 
 def _step0_table(runs: Sequence[RunResult]) -> str:
-    vals: dict[tuple[str, str], list[float]] = {}
+    vals: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for r in runs:
         first = r.curve[0]
         if first["target"] == 0:
-            vals.setdefault((r.env, r.algo), []).append(first["success_rate"])
+            vals.setdefault((r.env, r.algo), []).append((first["success_rate"], first["mean_return"]))
     if not vals:
         return ""
-    rows = [[env, algo, f"{np.mean(v):.2f}"] for (env, algo), v in vals.items()]
-    return _render(["env", "algorithm", "success at step 0"], rows, markdown=True)
+    rows = [
+        [env, algo, f"{np.mean([s for s, _ in v]):.2f}", f"{np.mean([m for _, m in v]):.2f}"]
+        for (env, algo), v in vals.items()
+    ]
+    return _render(["env", "algorithm", "success at step 0", "mean return at step 0"], rows, markdown=True)

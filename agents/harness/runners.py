@@ -376,6 +376,12 @@ def run_sb3(run: RunSpec, spec: AlgoSpec) -> dict[str, Any]:
     env_kwargs = run.settings["env_kwargs"]
     cls = resolve_sb3_class(spec.target)
     kwargs = dict(run.settings["algo_kwargs"])
+    # the harness's extractor settings (config.SB3_POLICY_KWARGS), overridden key by key by the user's; a
+    # policy without a features extractor (sb3-contrib's ARS) gets none of the harness's
+    harness_policy = run.settings.get("sb3_policy_kwargs", {}) if _takes_extractor(cls) else {}
+    policy_kwargs = {**harness_policy, **kwargs.pop("policy_kwargs", {})}
+    if policy_kwargs:
+        kwargs["policy_kwargs"] = policy_kwargs
     if "buffer_size" in inspect.signature(cls.__init__).parameters and "buffer_size" not in kwargs:
         kwargs["buffer_size"] = min(1_000_000, run.budget)  # holds the whole run: same as SB3's 1e6 here
     t0 = time.perf_counter()
@@ -433,6 +439,16 @@ def run_sb3(run: RunSpec, spec: AlgoSpec) -> dict[str, Any]:
         "updates": int(model._n_updates) if hasattr(model, "_n_updates") else None,  # train/n_updates
         "device": describe_device(model.device),
     }
+
+
+def _takes_extractor(cls: type) -> bool:
+    """Whether an SB3 class's MLP policy accepts a features extractor (ARS's ARSPolicy does not)."""
+    aliases = getattr(cls, "policy_aliases", {})
+    policy = aliases.get("MlpLstmPolicy") or aliases.get("MlpPolicy")
+    if policy is None:
+        return False
+    params = inspect.signature(policy.__init__).parameters
+    return "features_extractor_class" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 class StepBudget(gym.Wrapper):

@@ -163,7 +163,16 @@ def _summarize(
             pairs = stats.pairwise_probability_of_improvement(matrices, reps=reps, seed=seed)
             poi[label] = {f"{a}>{b}": e._asdict() for (a, b), e in pairs.items()}
     curves = _curve_stats(by, envs, algos, reps=min(reps, 1000), seed=seed)
-    return {"per_env": per_env, "aggregate": aggregate, "poi": poi, "curves": curves, "notes": notes}
+    # the mean return's curves too: with a dense reward (the -Dense ids) it moves long before success does
+    return_curves = _curve_stats(by, envs, algos, reps=min(reps, 1000), seed=seed, metric="mean_return")
+    return {
+        "per_env": per_env,
+        "aggregate": aggregate,
+        "poi": poi,
+        "curves": curves,
+        "return_curves": return_curves,
+        "notes": notes,
+    }
 
 
 def _curve_stats(
@@ -172,9 +181,10 @@ def _curve_stats(
     algos: Sequence[str],
     reps: int,
     seed: int,
+    metric: str | None = None,
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Per env and algorithm, the mean over seeds at each grid point with a bootstrap 95% CI (success rate,
-    or mean return where the env has no success test)."""
+    or mean return where the env has no success test; ``metric="mean_return"``: always the mean return)."""
     out: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for env in envs:
         out[env] = {}
@@ -191,7 +201,7 @@ def _curve_stats(
                 vals = np.array(points[target], dtype=float)
                 if len(vals) != len(rs):  # not every seed has this point
                     continue
-                use_success = not np.isnan(vals[:, 0]).any()
+                use_success = metric != "mean_return" and not np.isnan(vals[:, 0]).any()
                 v = vals[:, 0] if use_success else vals[:, 1]
                 name = f"{env}/{algo}/curve"  # the bootstrap stream is seeded by this name
                 ci = stats.aggregate_with_ci({name: v[:, None]}, {"mean": stats.mean}, reps=reps, seed=seed)

@@ -494,7 +494,8 @@ def test_sb3_and_sb3_contrib_run_to_completion_with_every_update_their_budget_pa
     algo_kwargs = {
         "sb3:PPO": {"n_steps": 128, "batch_size": 64, "n_epochs": 1},
         "sb3:A2C": {"n_steps": 16},
-        "sb3_contrib:TRPO": {"n_steps": 128, "batch_size": 128},
+        # the harness's default extractor is "flatten": ask for the attention TRPO must differentiate twice
+        "sb3_contrib:TRPO": {"n_steps": 128, "batch_size": 128, "policy_kwargs": {"encoder": "transformer"}},
         "sb3_contrib:ARS": {"n_delta": 2},
         "sb3_contrib:QRDQN": {"learning_starts": 0, "train_freq": 4, "batch_size": 16},
     }
@@ -516,6 +517,8 @@ def test_sb3_and_sb3_contrib_run_to_completion_with_every_update_their_budget_pa
     assert by["sb3_contrib:TRPO"].updates == 512 // 128
     assert by["sb3_contrib:QRDQN"].updates == 512 // 4
     assert by["sb3_contrib:ARS"].updates >= 1
+    assert by["sb3:PPO"].hparams["policy_kwargs"] == {"encoder": "flatten"}  # the harness's default
+    assert by["sb3_contrib:TRPO"].hparams["policy_kwargs"] == {"encoder": "transformer"}  # overridden
     for r in result.runs:
         assert r.steps <= 512, r.name  # the budget still holds
         if r.algo != "sb3_contrib:ARS":  # ARS stops inside a candidate's episode

@@ -2,6 +2,7 @@
 
 from text_env.rewards import (  # noqa: F401
     classifier,
+    dense,
     embedding,
     learned_specs,
     match,
