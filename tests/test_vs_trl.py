@@ -83,6 +83,12 @@ def test_our_worker_trains_and_the_summary_has_the_issues_keys(tmp_path):
     assert res["bars"]["peak_rss_vs_trl_kl_on"]["verdict"] == "met"
 
 
+def test_the_lora_memory_run_trains_adapters_with_checkpointing(tmp_path):
+    pytest.importorskip("peft")
+    out = vs_trl.worker(_args(tmp_path, "ours-lora"))
+    assert len(out["iteration_seconds"]) == 2 and "eval_after" not in out  # memory only
+
+
 def test_the_trl_worker_runs_grpo_on_the_same_plan(tmp_path):
     pytest.importorskip("trl")
     out = vs_trl.worker(_args(tmp_path, "trl"))
