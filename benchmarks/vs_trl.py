@@ -116,12 +116,12 @@ def load_model(tiny: bool, scratch: str) -> tuple[Any, Any, Path]:
 
     if tiny:  # saved to a directory: TRL builds its reference model from the model's config path
         sys.path.insert(0, str(ROOT / "tests" / "agents"))
-        from hf_fixtures import char_tokenizer, tiny_llama
+        from hf_fixtures import CHARS, SENTIMENT_CHARS, char_tokenizer, tiny_llama
 
         directory = Path(scratch) / "tiny-llama"
         if not (directory / "config.json").is_file():
-            tiny_llama().save_pretrained(directory)
-            char_tokenizer().save_pretrained(directory)
+            tiny_llama(vocab_size=5 + len(CHARS) + len(SENTIMENT_CHARS)).save_pretrained(directory)
+            char_tokenizer(extra=SENTIMENT_CHARS).save_pretrained(directory)
     else:
         from agents.pretrained.smollm2 import smollm2_dir
 

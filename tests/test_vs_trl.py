@@ -58,10 +58,6 @@ def _args(tmp_path, kind):
     )  # fmt: skip
 
 
-@pytest.mark.xfail(
-    reason="tiny HF fixtures vs the unk refusal (issue 16): see the closing note",
-    strict=False,
-)
 def test_our_worker_trains_and_the_summary_has_the_issues_keys(tmp_path):
     ours = vs_trl.worker(_args(tmp_path, "ours"))
     base = vs_trl.worker(_args(tmp_path, "baseline"))
@@ -87,10 +83,6 @@ def test_our_worker_trains_and_the_summary_has_the_issues_keys(tmp_path):
     assert res["bars"]["peak_rss_vs_trl_kl_on"]["verdict"] == "met"
 
 
-@pytest.mark.xfail(
-    reason="tiny HF fixtures vs the unk refusal (issue 16): see the closing note",
-    strict=False,
-)
 def test_the_lora_memory_run_trains_adapters_with_checkpointing(tmp_path):
     pytest.importorskip("peft")
     out = vs_trl.worker(_args(tmp_path, "ours-lora"))

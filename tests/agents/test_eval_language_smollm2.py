@@ -15,25 +15,23 @@ pytest.importorskip("peft")
 
 def _tiny_base():
     import torch
-    from hf_fixtures import char_tokenizer
+    from hf_fixtures import CHARS, SENTIMENT_CHARS, char_tokenizer
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     from agents.policies.hf import HFPolicy
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=25, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=5 + len(CHARS) + len(SENTIMENT_CHARS),
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=[2, 4],
         pad_token_id=3, tie_word_embeddings=True,
     )  # fmt: skip
     model = LlamaForCausalLM(config).eval()
     model.generation_config = GenerationConfig(eos_token_id=[2, 4], bos_token_id=1, pad_token_id=3)
-    return HFPolicy(model, char_tokenizer()).eval()
+    return HFPolicy(model, char_tokenizer(extra=SENTIMENT_CHARS)).eval()
 
 
-@pytest.mark.xfail(
-    reason="tiny HF fixtures vs the unk refusal (issue 16): see the closing note", strict=False
-)
 def test_the_smollm2_table_runs_with_lora_rl_rows(tmp_path, monkeypatch):
     from text_env.data.sources import MissingDataError
     from text_env.tasks.language import sentiment_task
