@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import logging
 import math
 import multiprocessing
@@ -480,12 +481,20 @@ def markdown(log: dict[str, Any], meta: dict[str, Any]) -> str:
             f"(1.9M parameters, vocabulary 8192, perplexity {meta['pretrained_val_ppl']:.0f} on held-out "
             "English). "
         )
+    runs = meta.get("runs") or []
+    if len(runs) > 1:  # a table built over several runs (see merge_previous)
+        parts = "; ".join(f"{', '.join(r['tasks'])}: {float(r['minutes']):.1f} min" for r in runs)
+        wall = f"Whole table: {meta['minutes']:.1f} min wall in {len(runs)} runs ({parts}).\n\n"
+    else:
+        wall = (
+            f"Whole table: {meta['minutes']:.1f} min wall on {meta['jobs']} worker process(es) of "
+            f"{meta['threads']} thread(s).\n\n"
+        )
     return (
         f"{meta.get('split', 'test').capitalize()} split, the first {meta['n_eval']} prompts per task "
         f"(all of them where the split is smaller); RL seed {meta.get('rl_seed', 0)}. "
         + start
-        + f"Whole table: {meta['minutes']:.1f} min wall on {meta['jobs']} worker process(es) of "
-        f"{meta['threads']} thread(s).\n\n"
+        + wall
         + "\n".join(lines)
         + "\n\nThe bar:\n\n"
         + "\n".join(bars)
@@ -493,6 +502,49 @@ def markdown(log: dict[str, Any], meta: dict[str, Any]) -> str:
         + "\n".join(budgets)
         + "\n"
     )
+
+
+# the settings that make two runs' rows comparable (the file name already encodes scale, n_eval, split, seed)
+MERGE_KEYS = ("policy", "n_eval", "split", "scale", "rl_seed")
+
+
+def merge_previous(path: Path, log: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    """Add to ``log`` (in place) the rows of tasks that an earlier run at the same settings wrote to ``path``
+    and this run did not run, so that a table built one task at a time is never overwritten by its last
+    task; returns the tasks kept. ``meta["minutes"]`` becomes the sum over the runs, and
+    ``meta["runs"]`` lists each run's tasks and minutes.
+
+    Raises ValueError naming the file if it is not a results file of this script or was made at other
+    settings (nothing is overwritten then: move it away or pick another ``--out-dir``)."""
+    meta["runs"] = [{"tasks": list(log), "minutes": meta["minutes"], "command": meta["command"]}]
+    if not path.exists():
+        return []
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        old_meta = previous["meta"]
+        old_runs = old_meta.get("runs") or [
+            {"tasks": old_meta["tasks"], "minutes": old_meta["minutes"], "command": old_meta.get("command")}
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"{path} exists but is not a results file of examples/eval_language.py ({e}); it was left as "
+            "it is: move it away or pass another --out-dir"
+        ) from None
+    differ = {k: (old_meta.get(k), meta.get(k)) for k in MERGE_KEYS if old_meta.get(k) != meta.get(k)}
+    if differ:
+        raise ValueError(
+            f"{path} holds rows made at other settings ({differ}, earlier vs now); it was left as it is: "
+            "move it away or pass another --out-dir"
+        )
+    kept = [t for t in TASKS if t in previous and t != "meta" and t not in log]
+    for t in kept:
+        log[t] = previous[t]
+    if kept:
+        runs = [r for r in old_runs if set(r["tasks"]) & set(kept)]
+        meta["runs"] = runs + meta["runs"]
+        meta["minutes"] = sum(float(r["minutes"]) for r in meta["runs"])
+        meta["tasks"] = [t for t in TASKS if t in log]
+    return kept
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -565,10 +617,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if smol:
-        # the tasks run are named in the file (a run of some tasks writes only their rows)
-        meta["tasks_not_run"] = [t for t in TASKS if t not in args.tasks]
-        meta["rl_beats_sft_by_2se_on"] = [n for n, e in log.items() if e["bar"]["rl_beats_sft"]]
-        meta["table_bar_met"] = len(meta["rl_beats_sft_by_2se_on"]) >= 3
         full = args.scale == 1.0 and args.n_eval == SMOLLM2_N_EVAL
         stem = "language_eval_smollm2" if full else "language_eval_smollm2_partial"
     else:
@@ -578,6 +626,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         stem += f"_{args.split}"
     if args.rl_seed != 0:
         stem += f"_seed{args.rl_seed}"
+    kept = merge_previous(out / f"{stem}.json", log, meta)
+    if smol:
+        # the tasks run are named in the file; rows of earlier runs (same settings) are kept
+        meta["tasks_not_run"] = [t for t in TASKS if t not in log]
+        meta["rl_beats_sft_by_2se_on"] = [n for n, e in log.items() if e["bar"]["rl_beats_sft"]]
+        meta["table_bar_met"] = len(meta["rl_beats_sft_by_2se_on"]) >= 3
+    if kept:
+        print(f"kept the rows of {', '.join(kept)} from the earlier run in {out / f'{stem}.json'}")
     atomic_write_json(out / f"{stem}.json", {"meta": meta, **log}, indent=1)
     table = markdown(log, meta)
     (out / f"{stem}.md").write_text(table, encoding="utf-8")
