@@ -32,7 +32,7 @@ import datetime
 import json
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -70,6 +70,11 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    # the flat gradient buffer, reused from step to step (one allocation, not one of the model's size per
+    # step); keyed by device and length
+    _buffers: dict[tuple[str, int], torch.Tensor] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     @property
     def is_main(self) -> bool:
@@ -152,18 +157,26 @@ class World:
         dev = params[0].device
         n_extra = 0 if extras is None else extras.numel()
         sizes = [p.numel() for p in params]
-        flat = torch.zeros(sum(sizes) + len(params) + n_extra, dtype=torch.float32, device=dev)
+        total = sum(sizes)
+        key = (str(dev), total + len(params) + n_extra)
+        flat = self._buffers.get(key)
+        if flat is None:
+            self._buffers.clear()  # one buffer at a time: a new parameter set replaces the old one
+            flat = self._buffers[key] = torch.empty(key[1], dtype=torch.float32, device=dev)
+        flags = torch.tensor([p.grad is not None for p in params], dtype=torch.float32)
+        flat[total : total + len(params)].copy_(flags)  # 1: this rank has a gradient for p
         offset = 0
         for i, p in enumerate(params):
+            segment = flat[offset : offset + sizes[i]]
             if p.grad is not None:
-                flat[offset : offset + sizes[i]].copy_(p.grad.reshape(-1))
-                flat[sum(sizes) + i] = 1.0  # this rank has a gradient for p
+                segment.copy_(p.grad.reshape(-1))
+            else:
+                segment.zero_()
             offset += sizes[i]
         if extras is not None:
             flat[-n_extra:] = extras.detach().reshape(-1).to(device=dev, dtype=torch.float32)
         self.all_reduce_(flat, "mean")
         offset = 0
-        total = sum(sizes)
         had_grad = (flat[total : total + len(params)] > 0).tolist()  # one device sync, not one per tensor
         for i, p in enumerate(params):
             if had_grad[i]:
@@ -173,7 +186,7 @@ class World:
                 else:
                     p.grad.copy_(g)
             offset += sizes[i]
-        return None if extras is None else flat[-n_extra:].to(extras.device)
+        return None if extras is None else flat[-n_extra:].to(extras.device, copy=True)  # not a view of it
 
     def broadcast_tensors(self, tensors: Iterable[torch.Tensor], src: int = 0) -> None:
         """In place: rank ``src``'s values of ``tensors`` (same shapes and order on every rank)."""

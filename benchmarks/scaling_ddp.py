@@ -11,6 +11,9 @@ For each workload, in one run of this script, side by side:
   over the fastest's, median over iterations;
 - **collective share**: rank 0's seconds in all-reduce / all-gather / broadcast over its step time (it
   includes waiting for a straggler);
+- **no-communication efficiency**: the strong-scaling efficiency of N concurrent *independent* copies of
+  the workload, each with the per-process batch and no process group: the ceiling this machine sets for
+  this very workload (shared memory bandwidth and caches), and the strong efficiency as a share of it;
 - **compute reference**: a pure matmul loop of the same total work in 1 process and split over N concurrent
   processes with no communication at all — what the machine itself allows (a shared machine's other jobs
   take cores from the N processes; an idle one gives ≈ 1.0).
@@ -151,6 +154,42 @@ def launch(nproc: int, spec: dict[str, Any], timeout: float) -> list[dict[str, A
         return [json.loads((out / f"rank{r}.json").read_text()) for r in range(nproc)]
 
 
+def launch_independent(nproc: int, spec: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+    """``nproc`` concurrent single-process runs of ``spec`` (no process group, no communication): what the
+    machine allows N copies of this very workload, memory bandwidth and caches shared as under torchrun."""
+    with tempfile.TemporaryDirectory(prefix="scaling-ddp-") as tmp:
+        outs = [Path(tmp) / f"proc{r}" for r in range(nproc)]
+        cmds = [
+            [sys.executable, "-m", "benchmarks.scaling_ddp", "--worker", json.dumps(spec), "--out", str(o)]
+            for o in outs
+        ]
+        procs = [
+            subprocess.Popen(
+                c, env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
+            for c in cmds
+        ]
+        for c, proc in zip(cmds, procs, strict=True):
+            _, err = proc.communicate(timeout=timeout)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{' '.join(c)} exited {proc.returncode}:\n{err[-4000:]}")
+        return [json.loads((o / "rank0.json").read_text()) for o in outs]
+
+
+def summarise_independent(procs: list[dict[str, Any]]) -> dict[str, float]:
+    """Per iteration, the slowest copy's step time over the tokens of all copies (as for a global batch)."""
+    n_steps = min(len(r["steps"]) for r in procs)
+    per_token = [
+        max(r["steps"][i]["step_s"] for r in procs) / sum(r["steps"][i]["global_tokens"] for r in procs)
+        for i in range(n_steps)
+    ]
+    return {
+        "s_per_token": statistics.median(per_token),
+        "step_s": statistics.median(max(r["steps"][i]["step_s"] for r in procs) for i in range(n_steps)),
+        "iterations": n_steps,
+    }
+
+
 def summarise(ranks: list[dict[str, Any]]) -> dict[str, float]:
     n_steps = min(len(r["steps"]) for r in ranks)
     per_token, straggler, share = [], [], []
@@ -216,10 +255,23 @@ def run_workload(name: str, nproc: int, device: str, quick: bool) -> dict[str, A
             res["runs"][key] = res["runs"][f"strong_{nproc}"]
             continue
         res["runs"][key] = {"nproc": n, "n_envs": spec["n_envs"], **summarise(launch(n, spec, timeout=900))}
+    # the same per-process work as strong_N in N concurrent processes that never communicate
+    alone = {**base, "n_envs": per}
+    res["runs"][f"independent_{nproc}"] = {
+        "nproc": nproc, "n_envs_each": per, **summarise_independent(launch_independent(nproc, alone, 900))
+    }  # fmt: skip
     r = res["runs"]
     for mode in ("strong", "weak"):
         t1, tn = r[f"{mode}_1"]["s_per_token"], r[f"{mode}_{nproc}"]["s_per_token"]
         res[f"{mode}_efficiency"] = t1 / (nproc * tn)
+    # the best strong efficiency this machine allows this workload (no communication at all), and the share
+    # of it that data parallelism keeps: 1 - that share is what the collectives and the stragglers cost
+    res["no_communication_efficiency"] = r["strong_1"]["s_per_token"] / (
+        nproc * r[f"independent_{nproc}"]["s_per_token"]
+    )
+    res["strong_efficiency_vs_no_communication"] = (
+        res["strong_efficiency"] / res["no_communication_efficiency"]
+    )
     res["straggler_ratio"] = r[f"strong_{nproc}"]["straggler_ratio"]
     res["collective_share"] = r[f"strong_{nproc}"]["collective_share"]
     return res
@@ -228,7 +280,8 @@ def run_workload(name: str, nproc: int, device: str, quick: bool) -> dict[str, A
 def table(results: dict[str, Any], nproc: int) -> str:
     lines = [
         f"{'workload':10} {'strong eff':>10} {'weak eff':>9} {'straggler':>9} {'coll. share':>11} "
-        f"{'s/iter 1p':>10} {f's/iter {nproc}p':>10} {'compute ref':>11} {'strong/ref':>10}",
+        f"{'s/iter 1p':>10} {f's/iter {nproc}p':>10} {'compute ref':>11} {'strong/ref':>10} "
+        f"{'no-comm eff':>11} {'strong/no-comm':>14}",
     ]
     ref = (results["compute_reference"]["efficiency"] + results["compute_reference_after"]["efficiency"]) / 2
     for name, res in results["workloads"].items():
@@ -237,7 +290,8 @@ def table(results: dict[str, Any], nproc: int) -> str:
             f"{name:10} {res['strong_efficiency']:10.2f} {res['weak_efficiency']:9.2f} "
             f"{res['straggler_ratio']:9.2f} {res['collective_share']:11.1%} {r['strong_1']['step_s']:10.2f} "
             f"{r[f'strong_{nproc}']['step_s']:10.2f} {ref:11.2f} "
-            f"{res['strong_efficiency_vs_reference']:10.2f}"
+            f"{res['strong_efficiency_vs_reference']:10.2f} {res['no_communication_efficiency']:11.2f} "
+            f"{res['strong_efficiency_vs_no_communication']:14.2f}"
         )  # fmt: skip
     return "\n".join(lines)
 
@@ -248,6 +302,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     p.add_argument("--workload", nargs="+", default=["short", "long"], choices=sorted(WORKLOADS))
     p.add_argument("--nproc", type=int, default=None, help="processes [default: 2 on CPU, the GPUs on CUDA]")
     p.add_argument("--device", default="cpu", help="cpu, or cuda (one GPU per process, NCCL)")
+    p.add_argument("--results", default=str(RESULTS), help=f"where to write the figures [default: {RESULTS}]")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -295,9 +350,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         f"{results['compute_reference_after']['efficiency']:.2f}; load average before {load_before}, after "
         f"{results['load_average_after']}"
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(RESULTS, results, indent=1)
-    print(f"wrote {RESULTS}")
+    out = Path(args.results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, results, indent=1)
+    print(f"wrote {out}")
     return results
 
 
