@@ -505,6 +505,26 @@ def chunked_action_scores(
     return lp, (torch.cat(ents, dim=1) if ents else hidden.new_zeros(B, 0))
 
 
+def prompt_groups(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(first (U,), inverse (B,))`` when the rows' prompts (the first ``prompt_width`` columns, padding
+    included) repeat enough to be worth sharing (at most half as many distinct prompts as rows): row ``i``'s
+    prompt is row ``first[inverse[i]]``'s. None otherwise."""
+    if prompt_width < 1 or input_ids.shape[1] <= prompt_width:
+        return None
+    B = input_ids.shape[0]
+    key = input_ids[:, :prompt_width].masked_fill(~attention_mask[:, :prompt_width].bool(), -1)
+    distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
+    U = distinct.shape[0]
+    if 2 * U > B:
+        return None
+    rows = torch.arange(B, device=input_ids.device)
+    first = torch.full((U,), B, dtype=torch.long, device=input_ids.device)
+    first.scatter_reduce_(0, inverse, rows, reduce="amin")
+    return first, inverse
+
+
 def score_actions(
     policy: Any,
     input_ids: torch.Tensor,
@@ -525,7 +545,13 @@ def score_actions(
     chunks of action columns (:func:`chunked_action_scores`); any other from one forward of the LM head.
     """
     ids, am, p, t = crop_padding(input_ids, attention_mask, mask, prompt_width)
-    trunk = policy.action_hidden(ids, am, p) if hasattr(policy, "action_hidden") else None
+    trunk = None
+    if hasattr(policy, "shared_prompt_hidden"):
+        groups = prompt_groups(ids, am, p)
+        if groups is not None:  # each distinct prompt runs once (k completions per prompt)
+            trunk = policy.shared_prompt_hidden(ids, am, p, *groups)
+    if trunk is None and hasattr(policy, "action_hidden"):
+        trunk = policy.action_hidden(ids, am, p)
     if trunk is not None:
         hidden, values = trunk  # (B, T', C), (B, T')
         lp, ent = chunked_action_scores(policy, hidden, actions[:, :t], temperature, entropy)

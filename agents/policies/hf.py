@@ -638,6 +638,60 @@ class HFPolicy(LMPolicyBase):
         hidden = hidden[:, :-1]
         return hidden, self._values(hidden)
 
+    def shared_prompt_hidden(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        prompt_width: int,
+        first: torch.Tensor,
+        inverse: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """:meth:`action_hidden` for rows that share prompts (a group of k completions of one prompt, as RLOO
+        and PPO(k) roll out): row ``i``'s prompt columns equal row ``first[inverse[i]]``'s.
+
+        Each distinct prompt runs through the decoder once; its keys and values are gathered for the rows
+        that share it (an index, so autograd sums the rows' gradients into the one prompt pass); then every
+        row's completion columns run on top of them. The same hidden states and gradients as
+        :meth:`action_hidden` up to float rounding, for (U·P + B·T) token columns instead of B·(P + T).
+
+        None where it does not apply: no separate LM head, no attention mask, or gradient checkpointing
+        under autograd (transformers drops the cache in a checkpointed layer); the caller then runs
+        :meth:`action_hidden`.
+        """
+        if not self._split or attention_mask is None:
+            return None
+        if self.gradient_checkpointing and torch.is_grad_enabled() and self._lm.training:
+            return None
+        from transformers import DynamicCache
+
+        ids, am = check_token_inputs(input_ids, attention_mask)
+        T = ids.shape[1]
+        p = int(prompt_width)
+        if not 0 < p < T:
+            raise ValueError(f"prompt_width={prompt_width} must be in [1, {T - 1}] for {T} columns")
+        if self._max_positions is not None and int(am.sum(1).max()) > self._max_positions:
+            raise ValueError(f"a sequence has more than max_position_embeddings={self._max_positions} tokens")
+        mask = am.long()
+        pos = (mask.cumsum(1) - 1).clamp_(min=0)
+        cache = DynamicCache(config=self._lm.config)
+        with self._autocast():
+            out = self._decoder(
+                input_ids=ids[first, :p], attention_mask=mask[first, :p], position_ids=pos[first, :p],
+                use_cache=True, **{self._cache_kwarg: cache},
+            )  # fmt: skip
+            last = out.last_hidden_state[:, -1][inverse]  # (B, C): scores each row's first action
+            parts = [last[:, None]]
+            if p < T - 1:  # the completion columns that score a later action (the last one scores none)
+                cache.batch_select_indices(inverse)
+                cols = slice(p, T - 1)
+                rest = self._decoder(
+                    input_ids=ids[:, cols], attention_mask=mask[:, : T - 1], position_ids=pos[:, cols],
+                    use_cache=True, **{self._cache_kwarg: cache},
+                )  # fmt: skip
+                parts.append(rest.last_hidden_state)
+        hidden = torch.cat(parts, dim=1)  # (B, T - p, C)
+        return hidden, self._values(hidden)
+
     def prefill(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache: HFCache
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -920,6 +974,17 @@ class LoRAReference(LMPolicyBase):
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         with self._base() as p:
             return p.action_hidden(input_ids, attention_mask, prompt_width)
+
+    def shared_prompt_hidden(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        prompt_width: int,
+        first: torch.Tensor,
+        inverse: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        with self._base() as p:
+            return p.shared_prompt_hidden(input_ids, attention_mask, prompt_width, first, inverse)
 
     def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         with self._base() as p:  # the head may carry adapters too

@@ -504,3 +504,104 @@ def test_lora_on_a_bfloat16_base_trains_float32_adapters(tiny_smollm2):
     agent.learn(16)
     with pytest.raises(ValueError, match="dtype"):
         load_smollm2(dtype="float16")
+
+
+# ---- prompts shared by a group of completions ---------------------------------------------------------
+def grouped_batch(k: int = 3, seed: int = 0):
+    """Prompts of different lengths (left-padded), each with ``k`` completions of different lengths, the rows
+    shuffled so that a group's rows are not adjacent: ``ids, attention_mask, actions, mask, prompt_width``."""
+    g = torch.Generator().manual_seed(seed)
+    prompts = [PROMPTS[i] for i in (0, 1, 2) for _ in range(k)]
+    order = torch.randperm(len(prompts), generator=g).tolist()
+    prompts = [prompts[i] for i in order]
+    ids, attn = left_pad(prompts)
+    T = 5
+    actions = torch.randint(6, 20, (len(prompts), T), generator=g)
+    lengths = torch.randint(1, T + 1, (len(prompts),), generator=g)
+    mask = torch.arange(T)[None, :] < lengths[:, None]
+    actions = actions.masked_fill(~mask, 3)
+    full_ids = torch.cat([ids, actions], 1)
+    full_mask = torch.cat([attn, mask], 1)
+    return full_ids, full_mask, actions, mask, ids.shape[1]
+
+
+def _scores_and_grads(policy, batch, share: bool, monkeypatch):
+    import agents.rollout as rollout
+
+    calls = []
+    real = rollout.prompt_groups
+    monkeypatch.setattr(rollout, "prompt_groups", lambda *a: calls.append(1) or (real(*a) if share else None))
+    policy.zero_grad(set_to_none=True)
+    lp, values, ent = score_actions(policy, *batch)
+    m = batch[3][:, : lp.shape[1]]
+    (lp[m].sum() + 0.1 * ent[m].sum()).backward()
+    grads = torch.cat([p.grad.flatten() for p in policy.parameters() if p.grad is not None])
+    assert calls  # the grouping was asked for
+    return lp.detach()[m], values.detach()[m], grads
+
+
+@pytest.mark.parametrize("lora", [None, LORA])
+def test_rows_sharing_a_prompt_run_it_once_with_the_same_scores_and_gradients(lora, monkeypatch):
+    if lora is not None and __import__("importlib").util.find_spec("peft") is None:
+        pytest.skip("peft not installed")
+    policy = tiny_hf_policy(lora=lora).train()
+    if lora is not None:
+        perturb_adapters(policy)
+    batch = grouped_batch()
+    from agents.rollout import prompt_groups
+
+    first, inverse = prompt_groups(batch[0], batch[1], batch[4])
+    assert first.numel() == 3 and torch.equal(batch[0][first[inverse], : batch[4]], batch[0][:, : batch[4]])
+    seen = []
+    real = type(policy).shared_prompt_hidden
+
+    def spy(self, *a):
+        out = real(self, *a)
+        seen.append(out is not None)
+        return out
+
+    monkeypatch.setattr(type(policy), "shared_prompt_hidden", spy)
+    shared = _scores_and_grads(policy, batch, True, monkeypatch)
+    assert seen == [True]  # the shared path ran
+    plain = _scores_and_grads(policy, batch, False, monkeypatch)
+    for a, b in zip(shared, plain, strict=True):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+    assert shared[2].abs().sum() > 0
+
+
+@needs_peft
+def test_the_lora_reference_scores_shared_prompts_as_the_base_model():
+    base = tiny_hf_policy()
+    policy = tiny_hf_policy(lora=LORA)
+    perturb_adapters(policy)
+    reference = policy.clone_frozen()
+    batch = grouped_batch(k=4)
+    with torch.no_grad():
+        lp_ref, _, _ = score_actions(reference, *batch)
+        lp_base, _, _ = score_actions(base, *batch, entropy=None)
+        lp_pol, _, _ = score_actions(policy, *batch, entropy=None)
+    torch.testing.assert_close(lp_ref, lp_base, atol=ATOL, rtol=0)
+    assert (lp_pol - lp_base).abs().max() > 1e-3
+
+
+def test_distinct_prompts_and_gradient_checkpointing_take_the_plain_path(monkeypatch):
+    from agents.rollout import prompt_groups
+
+    ids, attn = left_pad(PROMPTS)
+    full = torch.cat([ids, torch.full((4, 2), 6)], 1)
+    assert prompt_groups(full, torch.cat([attn, torch.ones(4, 2, dtype=torch.bool)], 1), ids.shape[1]) is None
+    # the same prompt ids under different padding are different prompts
+    a, am_a = left_pad([[6, 7], [6, 7], [3, 6, 7], [3, 6, 7]])
+    am_a[2:, 0] = True  # rows 2-3 hold a real token 3 where rows 0-1 hold padding
+    _, inverse = prompt_groups(torch.cat([a, a], 1), torch.cat([am_a, am_a], 1), a.shape[1])
+    assert inverse[0] == inverse[1] != inverse[2] == inverse[3]
+    policy = tiny_hf_policy(gradient_checkpointing=True).train()
+    batch = grouped_batch()
+    groups = prompt_groups(batch[0], batch[1], batch[4])
+    assert policy.shared_prompt_hidden(batch[0], batch[1], batch[4], *groups) is None  # under autograd
+    with torch.no_grad():
+        assert policy.shared_prompt_hidden(batch[0], batch[1], batch[4], *groups) is not None
+    lp, _, _ = score_actions(policy, *batch)  # falls back to action_hidden, same numbers
+    with torch.no_grad():
+        lp_eval, _, _ = score_actions(policy.eval(), *batch)
+    torch.testing.assert_close(lp.detach(), lp_eval, atol=ATOL, rtol=0)
