@@ -605,3 +605,15 @@ def test_distinct_prompts_and_gradient_checkpointing_take_the_plain_path(monkeyp
     with torch.no_grad():
         lp_eval, _, _ = score_actions(policy.eval(), *batch)
     torch.testing.assert_close(lp.detach(), lp_eval, atol=ATOL, rtol=0)
+
+
+def test_the_shared_prompts_benchmark_runs_and_agrees_on_a_tiny_model(tmp_path):
+    from benchmarks import shared_prompts
+
+    out = tmp_path / "shared_prompts.json"
+    res = shared_prompts.main(["--tiny", "--rounds", "1", "--max-new-tokens", "3", "--out", str(out)])
+    assert res["distinct_prompts"] * 2 <= res["episodes"]  # the rollout's groups were found
+    assert res["token_columns"]["shared"] < res["token_columns"]["plain"]
+    assert res["max_abs_logprob_difference"] < ATOL
+    assert set(res["speedup"]) == {"reference_s", "forward_s", "backward_s", "total_s"}
+    assert out.is_file()
