@@ -665,6 +665,8 @@ class HFPolicy(LMPolicyBase):
         from transformers import DynamicCache
 
         ids, am = check_token_inputs(input_ids, attention_mask)
+        if am is None:
+            return None
         T = ids.shape[1]
         p = int(prompt_width)
         if not 0 < p < T:
