@@ -536,7 +536,7 @@ def merge_previous(path: Path, log: dict[str, Any], meta: dict[str, Any]) -> lis
             f"{path} holds rows made at other settings ({differ}, earlier vs now); it was left as it is: "
             "move it away or pass another --out-dir"
         )
-    kept = [t for t in TASKS if t in previous and t != "meta" and t not in log]
+    kept = [t for t in TASKS if t in previous and t not in log]
     for t in kept:
         log[t] = previous[t]
     if kept:

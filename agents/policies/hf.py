@@ -340,6 +340,11 @@ def _supports_static_cache(config: Any) -> bool:
 
 
 # ---- the policy ------------------------------------------------------------------------------------------
+def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Each row's position ids counted from its first real token (left padding does not move a row)."""
+    return (attention_mask.long().cumsum(1) - 1).clamp_(min=0)
+
+
 class HFPolicy(LMPolicyBase):
     """A Hugging Face causal LM with a value head, behind the :class:`TransformerPolicy` interface.
 
@@ -534,7 +539,7 @@ class HFPolicy(LMPolicyBase):
         kwargs: dict[str, Any] = {}
         if cache is None:
             mask = None if attention_mask is None else attention_mask.long()  # (B, T)
-            pos_ids = None if attention_mask is None else (attention_mask.cumsum(1) - 1).clamp_(min=0)
+            pos_ids = None if attention_mask is None else _position_ids(attention_mask)
             n_real = T
         else:
             if cache.batch_size != B:
@@ -552,10 +557,7 @@ class HFPolicy(LMPolicyBase):
                 if cache is not None
                 else (T if pos_ids is None else int(pos_ids.max()) + 1)
             )
-            if top > self._max_positions:
-                raise ValueError(
-                    f"a sequence has more than max_position_embeddings={self._max_positions} tokens"
-                )
+            self._check_positions(top)
         with self._autocast():
             if self._split:
                 out = self._decoder(
@@ -577,6 +579,11 @@ class HFPolicy(LMPolicyBase):
             hidden = hidden[:, -keep:]
             logits = None if logits is None else logits[:, -keep:]
         return hidden, logits
+
+    def _check_positions(self, top: int) -> None:
+        """Raise if a sequence reaches position ``top`` (its length) past the model's position table."""
+        if self._max_positions is not None and top > self._max_positions:
+            raise ValueError(f"a sequence has more than max_position_embeddings={self._max_positions} tokens")
 
     def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Raw logits ``(..., V)`` float32 from final hidden states ``(..., C)`` (the LM head alone)."""
@@ -671,10 +678,9 @@ class HFPolicy(LMPolicyBase):
         p = int(prompt_width)
         if not 0 < p < T:
             raise ValueError(f"prompt_width={prompt_width} must be in [1, {T - 1}] for {T} columns")
-        if self._max_positions is not None and int(am.sum(1).max()) > self._max_positions:
-            raise ValueError(f"a sequence has more than max_position_embeddings={self._max_positions} tokens")
         mask = am.long()
-        pos = (mask.cumsum(1) - 1).clamp_(min=0)
+        pos = _position_ids(mask)
+        self._check_positions(int(pos.max()) + 1)
         cache = DynamicCache(config=self._lm.config)
         with self._autocast():
             out = self._decoder(
