@@ -171,6 +171,10 @@ def save_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
     atomic_write_json(directory / "optimizer.json", {"param_groups": groups, "scalars": scalars})
 
 
+# optimizer switches that choose a kernel, not the arithmetic: kept from the live optimizer on load
+IMPLEMENTATION_FLAGS = ("foreach", "fused", "capturable", "differentiable")
+
+
 def load_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
     """Inverse of :func:`save_optimizer`; a malformed, tampered or non-finite state raises ``ValueError``
     naming the file."""
@@ -208,6 +212,14 @@ def load_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
                     f"{tuple(getattr(v, 'shape', ()))}; the model's parameter {pid}: {want}"
                 )
     _check_param_groups(groups, optimizer, meta_path)
+    for saved, live in zip(groups, optimizer.param_groups):
+        # how the update runs is this process's choice, not the file's: a checkpoint from the per-tensor loop
+        # resumes fused (and a tampered ``fused: true`` cannot pick a kernel this device lacks)
+        for key in IMPLEMENTATION_FLAGS:
+            if key in live:
+                saved[key] = live[key]
+            else:
+                saved.pop(key, None)
     try:
         optimizer.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError, TypeError) as e:

@@ -20,7 +20,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +45,7 @@ from agents.distributed import World, get_world
 from agents.evaluation import evaluate_policy
 from agents.kl import KLController, kl_penalized_rewards
 from agents.logger import TrainLogger
+from agents.optim import make_adamw
 from agents.rollout import (
     RolloutBatch,
     RolloutCollector,
@@ -123,6 +124,11 @@ class OnPolicyConfig:
     """Entropy bonus weight (0 leaves the entropy out of the loss)."""
     max_grad_norm: float = 1.0
     """Gradient clipping by global norm."""
+    micro_batch_size: int | None = None
+    """Episodes per forward/backward pass of the update (None: a whole minibatch at once). The passes'
+    gradients accumulate into the minibatch's one optimizer step, every loss term divided by the whole
+    minibatch's token count, so the update is the same up to float rounding while the activations held
+    at once shrink to a micro-batch's (what bounds a real LM's update memory)."""
     temperature: float | None = None
     """Sampling temperature (none keeps the policy's); training scores the same distribution."""
     seed: int = 0
@@ -172,6 +178,9 @@ class OnPolicyConfig:
             v = getattr(self, name)
             if type(v) is not int or v < 0:
                 raise ValueError(f"{name} must be an int ≥ 0, got {v!r}")
+        mb = self.micro_batch_size
+        if mb is not None and (type(mb) is not int or mb < 1):
+            raise ValueError(f"micro_batch_size must be a positive int or None, got {mb!r}")
         for name in ("ent_coef", "max_grad_norm"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
@@ -266,7 +275,7 @@ class OnPolicyAlgorithm:
         self.reference = None if reference is None else reference.to(self.device).eval()
         if self.reference is not None and given_reference and self.world.is_distributed:
             self.world.broadcast_module(self.reference, "reference")
-        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
+        self.optimizer = make_adamw(self.policy.parameters(), lr=cfg.learning_rate)
         self.collector = None if self.env is None else RolloutCollector(self.policy, self.env, self.reference)
         self.log_dir = None if log_dir is None else Path(log_dir)
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
@@ -450,6 +459,56 @@ class OnPolicyAlgorithm:
             return float("nan")
         return float(1 - (r2 / n - (r1 / n) ** 2) / var)
 
+    def loss_count(self, mask: torch.Tensor, rows: Any = None) -> float:
+        """The divisor of a loss term averaged over a minibatch: its valid tokens (``mask``: the minibatch's
+        rows) in a single process; on a data-parallel rank the global minibatch's (``rows``) count ÷ world
+        size, as :meth:`batch_mean` divides. Fixed for the minibatch, so the terms of its micro-batches (and
+        of its ranks) add up to the minibatch's mean."""
+        if not self.world.is_distributed:
+            return max(float(mask.sum()), 1.0)
+        return max(self.global_count(rows), 1.0) / self.world.size
+
+    def micro_batches(self, rows: torch.Tensor | slice, n_rows: int) -> list[torch.Tensor | slice]:
+        """This rank's ``rows`` of a minibatch (``n_rows`` of them; a slice means all of the batch) in chunks
+        of at most ``micro_batch_size`` (one chunk when it is unset or not smaller)."""
+        size = self.config.micro_batch_size
+        if size is None or n_rows <= size:
+            return [rows]
+        if isinstance(rows, slice):
+            rows = torch.arange(n_rows, device=self.device)[rows]
+        return list(rows.split(size))
+
+    def step_on_rows(
+        self,
+        rows: torch.Tensor | slice,
+        n_rows: int,
+        loss_fn: Callable[[torch.Tensor | slice], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+        names: Sequence[str],
+    ) -> tuple[float, dict[str, float]]:
+        """One optimizer step on the loss over this rank's ``rows`` of a minibatch.
+
+        ``loss_fn(idx)`` returns the loss of rows ``idx`` and the scalars ``names``, every term a masked sum
+        ÷ the minibatch's :meth:`loss_count`, so the terms of disjoint rows add up to the minibatch's. The
+        rows run in :meth:`micro_batches`, each backward accumulating into the gradient (at most one
+        micro-batch's activations are held at once); then the gradient is averaged over ranks, clipped and
+        applied, as :meth:`reduced_step`. ``n_rows`` is 0 on a data-parallel rank that holds none of the
+        minibatch: it joins the collectives with a zero gradient. Returns the gradient norm and the scalars
+        summed over micro-batches (and averaged over ranks)."""
+        if n_rows == 0 and not self.world.is_distributed:
+            raise ValueError("step_on_rows needs at least one row in a single process")
+        self.optimizer.zero_grad(set_to_none=True)
+        totals = {k: torch.zeros((), device=self.device) for k in names}
+        bad: torch.Tensor | None = None
+        for idx in self.micro_batches(rows, n_rows) if n_rows else []:
+            loss, scalars = loss_fn(idx)
+            for k in names:
+                totals[k] = totals[k] + scalars[k].detach().float().reshape(()).to(self.device)
+            if not bool(torch.isfinite(loss)):
+                bad = loss.detach()
+                break
+            loss.backward()
+        return self._apply_gradients(bad, totals)
+
     def reduced_step(
         self, loss: torch.Tensor | None, scalars: dict[str, torch.Tensor]
     ) -> tuple[float, dict[str, float]]:
@@ -458,32 +517,52 @@ class OnPolicyAlgorithm:
         On a data-parallel rank the gradients and the scalars (each a rank's share, see :meth:`batch_mean`)
         are averaged over ranks in one collective, so the scalars are the global batch's; a rank with no
         rows in a minibatch passes ``loss=None`` (zero gradient) and still joins the collective. A
-        non-finite loss on any rank skips the step on every rank."""
-        if not self.world.is_distributed:
-            if loss is None:
-                raise ValueError("reduced_step needs a loss in a single process")
-            return self.optimizer_step(loss), {k: v.item() for k, v in scalars.items()}
+        non-finite loss on any rank skips the step on every rank. (:meth:`step_on_rows` does the same over
+        micro-batches.)"""
+        if loss is None and not self.world.is_distributed:
+            raise ValueError("reduced_step needs a loss in a single process")
         self.optimizer.zero_grad(set_to_none=True)
-        finite = loss is None or bool(torch.isfinite(loss))
-        if loss is not None and finite:
-            loss.backward()
-        names = list(scalars)
-        flag = torch.tensor(0.0 if finite else 1.0, device=self.device)
-        parts = [scalars[k].detach().float().reshape(()).to(self.device) for k in names]
-        extras = self.world.all_reduce_gradients(self.policy.parameters(), torch.stack([*parts, flag]))
+        bad: torch.Tensor | None = None
+        if loss is not None:
+            if bool(torch.isfinite(loss)):
+                loss.backward()
+            else:
+                bad = loss.detach()
+        totals = {k: v.detach().float().reshape(()).to(self.device) for k, v in scalars.items()}
+        return self._apply_gradients(bad, totals)
+
+    def _apply_gradients(
+        self, bad: torch.Tensor | None, totals: dict[str, torch.Tensor]
+    ) -> tuple[float, dict[str, float]]:
+        """After the backward passes: average over ranks (gradients and ``totals`` in one collective),
+        then clip and step — or skip the step everywhere if a rank's loss was not finite (``bad``)."""
+        if not self.world.is_distributed:
+            local = {k: v.item() for k, v in totals.items()}
+            if bad is not None:
+                self.optimizer.zero_grad(set_to_none=True)
+                return self._skip_update(f"the loss is {bad.item()}"), local
+            return self._clip_and_step(), local
+        names = list(totals)
+        flag = torch.tensor(0.0 if bad is None else 1.0, device=self.device)
+        extras = self.world.all_reduce_gradients(
+            self.policy.parameters(), torch.stack([*totals.values(), flag])
+        )
         assert extras is not None
         values = extras.tolist()
         reduced = dict(zip(names, values[:-1]))
         if values[-1] > 0:
             self.optimizer.zero_grad(set_to_none=True)
             return self._skip_update("the loss is not finite on at least one rank"), reduced
+        return self._clip_and_step(), reduced
+
+    def _clip_and_step(self) -> float:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.max_grad_norm)
         if not bool(torch.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
-            return self._skip_update(f"the gradient norm is {float(grad_norm)}"), reduced
+            return self._skip_update(f"the gradient norm is {float(grad_norm)}")
         self.optimizer.step()
         self._nonfinite_in_a_row = 0
-        return float(grad_norm), reduced
+        return float(grad_norm)
 
     def learn(
         self,
@@ -703,30 +782,43 @@ class OnPolicyAlgorithm:
         """One on-policy gradient step on ``-A·log π`` (+ a value regression toward ``returns``, if given).
 
         The vanilla policy-gradient update shared by REINFORCE, A2C and RLOO: they differ only in their
-        advantages. No ratio is needed: the batch was sampled by the current weights.
+        advantages. No ratio is needed: the batch was sampled by the current weights. The whole batch is
+        one minibatch (in micro-batches if ``micro_batch_size`` is set).
         """
-        m = batch.mask
-        new_logp, new_values, entropy = self.forward_batch(batch)
-        pg_loss = -self.batch_mean(advantages.detach() * new_logp, m)
-        ent = self.batch_mean(entropy, m)
-        loss = pg_loss - self.config.ent_coef * ent
-        v_loss = torch.zeros(())
-        if returns is not None and vf_coef > 0:
-            v_loss = 0.5 * self.batch_mean((new_values - returns.detach()) ** 2, m)
-            loss = loss + vf_coef * v_loss
-        with torch.no_grad():
-            approx_kl = self.batch_mean(batch.logprobs - new_logp, m)  # ≈ 0: the batch is on-policy
-        scalars = {"policy_loss": pg_loss, "entropy": ent, "approx_kl": approx_kl, "value_loss": v_loss}
-        grad_norm, reduced = self.reduced_step(loss, scalars)
+        m_all = batch.mask
+        count = self.loss_count(m_all)
+        adv = advantages.detach()
+        fit_values = returns is not None and vf_coef > 0
+        ent_coef = self.config.ent_coef
+
+        def loss_fn(idx: torch.Tensor | slice) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            m = m_all[idx]
+            new_logp, new_values, entropy = self.forward_batch(batch, idx)
+            pg_loss = -masked_mean(adv[idx] * new_logp, m, count)
+            ent = masked_mean(entropy, m, count)
+            loss = pg_loss - ent_coef * ent
+            v_loss = torch.zeros((), device=pg_loss.device)
+            if fit_values:
+                assert returns is not None
+                v_loss = 0.5 * masked_mean((new_values - returns[idx].detach()) ** 2, m, count)
+                loss = loss + vf_coef * v_loss
+            with torch.no_grad():
+                approx_kl = masked_mean(batch.logprobs[idx] - new_logp, m, count)  # ≈ 0: on-policy
+            scalars = {"policy_loss": pg_loss, "entropy": ent, "approx_kl": approx_kl, "value_loss": v_loss}
+            return loss, scalars
+
+        names = ("policy_loss", "entropy", "approx_kl", "value_loss")
+        grad_norm, reduced = self.step_on_rows(slice(None), batch.actions.shape[0], loss_fn, names)
         out = {
             "losses/policy_loss": reduced["policy_loss"],
             "losses/entropy": reduced["entropy"],
             "losses/grad_norm": grad_norm,
             "losses/approx_kl": reduced["approx_kl"],
         }
-        if returns is not None and vf_coef > 0:
+        if fit_values:
+            assert returns is not None
             out["losses/value_loss"] = reduced["value_loss"]
-            out["losses/explained_variance"] = self.batch_explained_variance(batch.values, returns, m)
+            out["losses/explained_variance"] = self.batch_explained_variance(batch.values, returns, m_all)
         return out
 
     def optimizer_step(self, loss: torch.Tensor) -> float:
@@ -735,19 +827,7 @@ class OnPolicyAlgorithm:
         with :class:`~agents.checkpoint.NonFiniteUpdateError` (nothing non-finite is ever applied or saved).
         Returns the gradient norm before clipping. On a data-parallel rank the gradients are averaged over
         the ranks first (:meth:`reduced_step`), so a learner's own ``train`` keeps the replicas equal."""
-        if self.world.is_distributed:
-            return self.reduced_step(loss, {})[0]
-        self.optimizer.zero_grad(set_to_none=True)
-        if not bool(torch.isfinite(loss)):
-            return self._skip_update(f"the loss is {loss.item()}")
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.max_grad_norm)
-        if not bool(torch.isfinite(grad_norm)):
-            self.optimizer.zero_grad(set_to_none=True)
-            return self._skip_update(f"the gradient norm is {float(grad_norm)}")
-        self.optimizer.step()
-        self._nonfinite_in_a_row = 0
-        return float(grad_norm)
+        return self.reduced_step(loss, {})[0]
 
     def _skip_update(self, why: str) -> float:
         self.skipped_updates += 1

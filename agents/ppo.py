@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,45 +156,20 @@ class PPO(OnPolicyAlgorithm):
         n_local = batch.actions.shape[0]
         rng = np.random.default_rng(iteration_seed(cfg.seed, self.iteration) ^ 0x5EED)
         pg_losses, v_losses, entropies, approx_kls, clipfracs = [], [], [], [], []
+        names = ("pg", "v", "ent", "kl", "clip")
         stopped_early = False
         for _epoch in range(cfg.n_epochs):
             perm = torch.as_tensor(rng.permutation(n), device=self.device)
             for start in range(0, n, cfg.batch_size):
                 mb = perm[start : start + cfg.batch_size]
-                count = None
                 if world.is_distributed:
-                    count = max(self.global_count(mb), 1.0) / world.size
-                    mb = mb[(mb >= lo) & (mb < lo + n_local)] - lo
-                if len(mb) == 0:  # none of this minibatch is on this rank: a zero gradient, same collective
-                    zero = torch.zeros((), device=self.device)
-                    loss, pg_loss, v_loss, ent, approx_kl, clipfrac = None, zero, zero, zero, zero, zero
+                    count = self.loss_count(b_mask, mb)
+                    mb = mb[(mb >= lo) & (mb < lo + n_local)] - lo  # none of them here: a zero gradient
                 else:
-                    m = b_mask[mb]
-                    new_logp, new_values, entropy = self.forward_batch(batch, mb)
-                    pg_loss, approx_kl, clipfrac = clipped_surrogate(
-                        new_logp, batch.logprobs[mb], b_advantages[mb], m, cfg.clip_range, count
-                    )
-                    if b_returns is None:  # no critic
-                        v_loss = torch.zeros((), device=pg_loss.device)
-                    elif cfg.clip_range_vf is None:
-                        v_loss = 0.5 * masked_mean((new_values - b_returns[mb]) ** 2, m, count)
-                    else:  # PPO2's clipped value loss
-                        v_clipped = b_values[mb] + torch.clamp(
-                            new_values - b_values[mb], -cfg.clip_range_vf, cfg.clip_range_vf
-                        )
-                        v_loss = 0.5 * masked_mean(
-                            torch.maximum(
-                                (new_values - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2
-                            ),
-                            m,
-                            count,
-                        )
-                    ent = masked_mean(entropy, m, count)
-                    loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * ent
-                _, s = self.reduced_step(
-                    loss,
-                    {"pg": pg_loss, "v": v_loss, "ent": ent, "kl": approx_kl, "clip": clipfrac},
-                )  # on several ranks: the global minibatch's values, so every rank stops early together
+                    count = self.loss_count(b_mask[mb])
+                loss_fn = functools.partial(self._minibatch_loss, batch, b_advantages, b_returns, count)
+                # on several ranks the scalars are the global minibatch's, so every rank stops early together
+                _, s = self.step_on_rows(mb, len(mb), loss_fn, names)
                 pg_losses.append(s["pg"])
                 v_losses.append(s["v"])
                 entropies.append(s["ent"])
@@ -216,3 +192,33 @@ class PPO(OnPolicyAlgorithm):
             ),
             "losses/stopped_early": float(stopped_early),
         }
+
+    def _minibatch_loss(
+        self,
+        batch: RolloutBatch,
+        b_advantages: torch.Tensor,
+        b_returns: torch.Tensor | None,
+        count: float,
+        idx: torch.Tensor | slice,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The clipped loss of rows ``idx`` of a minibatch, every term divided by the minibatch's ``count``
+        (so the micro-batches' terms add up, see :meth:`step_on_rows`)."""
+        cfg = self.config
+        m = batch.mask[idx]
+        new_logp, new_values, entropy = self.forward_batch(batch, idx)
+        pg_loss, approx_kl, clipfrac = clipped_surrogate(
+            new_logp, batch.logprobs[idx], b_advantages[idx], m, cfg.clip_range, count
+        )
+        if b_returns is None:  # no critic
+            v_loss = torch.zeros((), device=pg_loss.device)
+        elif cfg.clip_range_vf is None:
+            v_loss = 0.5 * masked_mean((new_values - b_returns[idx]) ** 2, m, count)
+        else:  # PPO2's clipped value loss
+            old_values = batch.values[idx]
+            vf = cfg.clip_range_vf
+            v_clipped = old_values + torch.clamp(new_values - old_values, -vf, vf)
+            v_err = torch.maximum((new_values - b_returns[idx]) ** 2, (v_clipped - b_returns[idx]) ** 2)
+            v_loss = 0.5 * masked_mean(v_err, m, count)
+        ent = masked_mean(entropy, m, count)
+        loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * ent
+        return loss, {"pg": pg_loss, "v": v_loss, "ent": ent, "kl": approx_kl, "clip": clipfrac}

@@ -28,6 +28,7 @@ import torch
 from agents.config import check_fields
 from agents.distributed import get_world
 from agents.on_policy import resolve_device
+from agents.optim import make_adamw
 from agents.rollout import auto_num_threads, torch_threads
 from text_env.rewards.base import pad_ragged
 from text_env.tasks.base import Task, make_task
@@ -251,9 +252,7 @@ def sft(
     n = ids.shape[0]
     gen = torch.Generator(device="cpu").manual_seed(seed)
     # only what trains (a LoRA policy's adapters and value head): AdamW keeps no state for the frozen base
-    opt = torch.optim.AdamW(
-        [p for p in policy.parameters() if p.requires_grad], lr=learning_rate, weight_decay=0.01
-    )
+    opt = make_adamw([p for p in policy.parameters() if p.requires_grad], lr=learning_rate, weight_decay=0.01)
 
     def lr_at(step: int) -> float:
         if step < warmup:

@@ -17,7 +17,7 @@ import torch
 from agents import PPO
 from agents.distributed import World, get_world
 
-LEARNERS = ("ppo", "ppo_k2", "rloo", "reinforce", "a2c")
+LEARNERS = ("ppo", "ppo_k2", "rloo", "reinforce", "a2c", "ppo_micro", "rloo_micro")
 LR = 1e-3  # worker.LR
 TINY = {"n_layer": 1, "n_embd": 32, "n_head": 2}
 

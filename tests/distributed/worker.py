@@ -58,6 +58,9 @@ LEARNERS: dict[str, tuple[type, dict[str, Any]]] = {
     "rloo": (RLOO, {"k": 2}),
     "reinforce": (REINFORCE, {}),
     "a2c": (A2C, {}),
+    # micro-batches inside each rank's rows: every chunk divides by the global minibatch's count too
+    "ppo_micro": (PPO, {"n_epochs": 2, "batch_size": 3, "micro_batch_size": 1}),
+    "rloo_micro": (RLOO, {"k": 2, "micro_batch_size": 3}),
 }
 
 
