@@ -480,6 +480,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "learning_rate": args.lr, "kl_coef": args.kl_coef, "eval_prompts": args.eval_prompts,
         "eval_decoding": "greedy, HF generate, <= max_new_tokens", "num_threads": args.threads,
         "ours": "agents.RLOO(k=4, scale_by_std=True, lr_warmup=0)", "lora": LORA,
+        "optimizer": "AdamW on torch's fused kernel, both sides (ours: agents.optim.make_adamw; TRL's "
+        "default optim='adamw_torch_fused')",
         "ours_lora_gradient_checkpointing": True, "trl_default_gradient_checkpointing": True,
         "trl": f"trl.GRPOTrainer {trl.__version__} (num_generations=k, constant lr, bf16=False)",
         "quick": args.quick, "load_average_before": load_before, "load_average_after": load_average(),
