@@ -158,6 +158,30 @@ def test_micro_batch_size_is_a_cli_switch_and_is_checkpointed(tmp_path):
     assert json.loads(states[-1].read_text())["config"]["micro_batch_size"] == 2
 
 
+def test_the_micro_batches_benchmark_runs_and_agrees_on_a_tiny_model(tmp_path):
+    pytest.importorskip("transformers")
+    import json
+
+    from benchmarks import micro_batches
+
+    out = tmp_path / "micro_batches.json"
+    res = micro_batches.main([
+        "--tiny", "--episodes", "8", "--micro", "4", "--iterations", "1", "--max-new-tokens", "3",
+        "--scratch", str(tmp_path / "s"),
+        "--out", str(out),
+    ])  # fmt: skip
+    assert json.loads(out.read_text())["micro_batch_size"] == 4
+    assert [r["micro_batch_size"] for r in (*res["runs"]["whole"], *res["runs"]["micro"])] == [None, 4]
+    assert all(v > 0 for v in res["peak_rss_mb"].values())
+    assert res["peak_rss_micro_vs_whole"] == pytest.approx(
+        res["peak_rss_mb"]["micro"] / res["peak_rss_mb"]["whole"]
+    )
+    # the same rollout on both sides (same seed), so the same update
+    diff = res["first_update_absolute_difference"]
+    assert diff["losses/grad_norm"] < 1e-5 * max(1.0, res["runs"]["whole"][0]["stats"][0]["losses/grad_norm"])
+    assert diff["losses/policy_loss"] < 1e-6 and diff["charts/episodic_return"] == 0.0
+
+
 # ---- the optimizer -----------------------------------------------------------------------------------------
 def test_learners_step_with_fused_adamw_on_cpu_and_it_matches_the_loop():
     agent = REINFORCE("transformer", ENV, **BASE)
