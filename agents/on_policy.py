@@ -430,9 +430,7 @@ class OnPolicyAlgorithm:
         """The masked mean of a loss term over the global batch's ``rows``: in a single process
         :func:`~agents.advantages.masked_mean`; on a data-parallel rank its local sum ÷ (global count ÷
         world size), so that the ranks' mean (the gradient all-reduce) is the single-process value."""
-        if not self.world.is_distributed:
-            return masked_mean(x, mask)
-        return masked_mean(x, mask, max(self.global_count(rows), 1.0) / self.world.size)
+        return masked_mean(x, mask, self.loss_count(mask, rows))
 
     def whiten(self, x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
         """Advantage whitening over the whole global batch (mean and variance over every rank's tokens)."""

@@ -16,9 +16,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -32,6 +35,26 @@ import text_env
 from text_env.io import atomic_write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+ROOT = RESULTS_DIR.parent.parent
+
+
+def run_json_worker(args: list[str], threads: int, what: str) -> dict[str, Any]:
+    """Run ``python -m <args>`` in a fresh process at the repository root with ``threads`` torch threads
+    (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``), offline (``HF_HUB_OFFLINE=1``), and return the JSON object its
+    last stdout line holds, with the load average before and after. A failure raises naming ``what`` with
+    the end of the worker's stderr."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env["HF_HUB_OFFLINE"] = "1"  # nothing downloads: workers load local directories only
+    load = load_average()
+    cmd = [sys.executable, "-m", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{proc.stderr[-3000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["load_average_before"], out["load_average_after"] = load, load_average()
+    return out
 
 
 def sync(device: torch.device | str) -> None:

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,11 +31,10 @@ from typing import Any
 
 import torch
 
-from benchmarks.machine import RESULTS_DIR, load_average, machine_info
+from benchmarks.machine import RESULTS_DIR, load_average, machine_info, run_json_worker
 from text_env.io import atomic_write_json
 
 RESULTS = RESULTS_DIR / "micro_batches.json"
-ROOT = Path(__file__).resolve().parents[1]
 COMPARED = ("losses/policy_loss", "losses/grad_norm", "losses/approx_kl", "charts/episodic_return")
 RELATIVE = ("losses/policy_loss", "losses/grad_norm", "charts/episodic_return")
 
@@ -87,20 +85,13 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
 def spawn(args: argparse.Namespace, micro: int) -> dict[str, Any]:
     cmd = [
-        sys.executable, "-m", "benchmarks.micro_batches", "--worker", "--micro", str(micro),
+        "benchmarks.micro_batches", "--worker", "--micro", str(micro),
         "--episodes", str(args.episodes), "--k", str(args.k), "--iterations", str(args.iterations),
         "--max-new-tokens", str(args.max_new_tokens), "--threads", str(args.threads),
         "--seed", str(args.seed),
         "--scratch", args.scratch, *(["--tiny"] if args.tiny else []),
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    load = load_average()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"micro_batches worker (micro {micro}) failed:\n{proc.stderr[-3000:]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["load_average_before"], out["load_average_after"] = load, load_average()
+    out = run_json_worker(cmd, args.threads, f"micro_batches worker (micro {micro})")
     print(
         f"  micro_batch_size {out['micro_batch_size']!s:>4}: peak RSS {out['peak_rss_kb'] / 1024:7.0f} MB, "
         f"iterations {' '.join(f'{s:.1f}' for s in out['iteration_seconds'])} s",

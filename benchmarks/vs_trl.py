@@ -52,7 +52,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.machine import RESULTS_DIR, load_average, machine_info
+from benchmarks.machine import RESULTS_DIR, load_average, machine_info, run_json_worker
 from text_env.io import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -270,7 +270,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
 def spawn(kind: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     cmd = [
-        sys.executable, "-m", "benchmarks.vs_trl", "--worker", kind, "--seed", str(seed),
+        "benchmarks.vs_trl", "--worker", kind, "--seed", str(seed),
         "--steps", str(args.steps), "--eval-prompts", str(args.eval_prompts), "--lr", str(args.lr),
         "--kl-coef", str(args.kl_coef), "--prompts", str(args.prompts), "--k", str(args.k),
         "--max-new-tokens", str(args.max_new_tokens), "--threads", str(args.threads),
@@ -280,17 +280,8 @@ def spawn(kind: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
         cmd.append("--tiny")
     if kind in ("ours-lora", "trl-default"):  # memory only: the peak is reached in the first iterations
         cmd[cmd.index("--steps") + 1] = str(min(args.steps, args.memory_steps))
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env["HF_HUB_OFFLINE"] = "1"  # nothing downloads: both sides load the converted local directory
-    load = load_average()
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"vs_trl worker {kind!r} (seed {seed}) failed:\n{proc.stderr[-3000:]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["load_average_before"], out["load_average_after"] = load, load_average()
+    out = run_json_worker(cmd, args.threads, f"vs_trl worker {kind!r} (seed {seed})")
     print(
         f"  {kind:<11} seed {seed}: {time.perf_counter() - t0:6.0f} s, "
         f"peak RSS {out['peak_rss_kb'] / 1024:7.0f} MB"

@@ -200,8 +200,8 @@ def test_learners_step_with_fused_adamw_on_cpu_and_it_matches_the_loop():
 
 
 def test_make_adamw_falls_back_where_no_fused_kernel_applies():
-    ints = [torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))]
-    assert make_adamw(ints, lr=1e-3).param_groups[0]["fused"] is True  # float64 is fine
+    doubles = [torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))]
+    assert make_adamw(doubles, lr=1e-3).param_groups[0]["fused"] is True  # float64 is fine
     meta = [torch.nn.Parameter(torch.zeros(3, device="meta"))]
     assert not make_adamw(meta, lr=1e-3).param_groups[0].get("fused")
 
