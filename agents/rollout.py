@@ -242,6 +242,8 @@ class RolloutCollector:
             cached slots are live; needs a cache with ``select(rows)``, as :class:`KVCache` and the
             Hugging Face adapter's have), so they stop costing a forward per step. The episodes are the same
             either way in distribution; the sampled tokens differ (the sampler draws for fewer rows).
+        share_prompts: Slots that start from the same prompt share one prefill of it (see
+            :meth:`_prefill`; needs a cache with ``select(rows)``). Off: every slot prefills its own copy.
     """
 
     def __init__(
@@ -252,6 +254,7 @@ class RolloutCollector:
         device: Any = None,
         num_threads: int | str | None = "auto",
         compact: bool = True,
+        share_prompts: bool = True,
     ):
         self.policy = policy
         self.env = env
@@ -263,6 +266,7 @@ class RolloutCollector:
             raise ValueError(f"num_threads must be 'auto', None or a positive int, got {num_threads!r}")
         self.num_threads = num_threads
         self.compact = bool(compact)
+        self.share_prompts = bool(share_prompts)
         self.generator = torch.Generator(device=self.device)
         tok = env.tokenizer
         self.pad_id = tok.pad_id
@@ -298,6 +302,28 @@ class RolloutCollector:
         }
         return batch._replace(**copies)
 
+    def _prefill(
+        self, prompt: torch.Tensor, prompt_mask: torch.Tensor, max_len: int
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Prompts into a fresh cache: ``logits (B, V)``, ``values (B,)`` and the cache of ``B`` slots.
+
+        Slots that share a prompt (k completions of one prompt, as RLOO and PPO(k) roll out) share its
+        prefill: each distinct prompt runs once and the cache rows are then copied for the slots that share
+        it (``cache.select``, where the cache has one). The same keys, values and logits as a prefill of every
+        row, up to float rounding, for U rather than B prompt rows."""
+        policy, n = self.policy, prompt.shape[0]
+        groups = repeated_prompts(prompt, prompt_mask) if self.share_prompts else None
+        if groups is not None:
+            first, inverse = groups
+            cache = policy.new_cache(len(first), max_len)
+            if hasattr(cache, "select"):
+                logits, value = policy.prefill(prompt[first], prompt_mask[first], cache)  # (U, V), (U,)
+                cache.select(inverse)  # (U → B) slots
+                return logits[inverse], value[inverse], cache
+        cache = policy.new_cache(n, max_len)
+        logits, value = policy.prefill(prompt, prompt_mask, cache)
+        return logits, value, cache
+
     def _collect(
         self,
         seed: int | list[int] | None,
@@ -331,9 +357,8 @@ class RolloutCollector:
         success = np.full(n, np.nan)
         completions: list[Any] = [None] * n
 
-        cache = policy.new_cache(n, p + t_max)
+        logits, value, cache = self._prefill(prompt, prompt_mask, p + t_max)  # (R, V), (R,): a row per slot
         compact = self.compact and hasattr(cache, "select")  # a duck-typed policy's cache may not compact
-        logits, value = policy.prefill(prompt, prompt_mask, cache)  # (R, V), (R,): one row per cached slot
         rows_np = np.arange(n)  # the slot of each cache row (the cache drops slots whose episodes ended)
         rows = torch.arange(n, device=self.device)
         pad = torch.full((n,), self.pad_id, dtype=torch.long, device=self.device)
@@ -513,14 +538,22 @@ def prompt_groups(
     prompt is row ``first[inverse[i]]``'s. None otherwise."""
     if prompt_width < 1 or input_ids.shape[1] <= prompt_width:
         return None
-    B = input_ids.shape[0]
-    key = input_ids[:, :prompt_width].masked_fill(~attention_mask[:, :prompt_width].bool(), -1)
+    return repeated_prompts(input_ids[:, :prompt_width], attention_mask[:, :prompt_width])
+
+
+def repeated_prompts(
+    prompt: torch.Tensor, prompt_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(first (U,), inverse (B,))`` when the ``(B, P)`` left-padded prompts (padding included) hold at most
+    half as many distinct rows as rows: row ``i`` equals row ``first[inverse[i]]``. None otherwise."""
+    B = prompt.shape[0]
+    key = prompt.masked_fill(~prompt_mask.bool(), -1)
     distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
     U = distinct.shape[0]
     if 2 * U > B:
         return None
-    rows = torch.arange(B, device=input_ids.device)
-    first = torch.full((U,), B, dtype=torch.long, device=input_ids.device)
+    rows = torch.arange(B, device=prompt.device)
+    first = torch.full((U,), B, dtype=torch.long, device=prompt.device)
     first.scatter_reduce_(0, inverse, rows, reduce="amin")
     return first, inverse
 

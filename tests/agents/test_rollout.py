@@ -297,3 +297,74 @@ def test_collector_rejects_a_policy_with_a_smaller_vocabulary(tiny_reverse_task,
     env = make_rollout_env(one_step_task, 2)  # 8 tokens
     with pytest.raises(ValueError, match="vocabulary"):
         RolloutCollector(small, env)
+
+
+# ---- a shared prompt is prefilled once ---------------------------------------------------------------------
+def _prefill_rows(policy, monkeypatch) -> list[int]:
+    rows: list[int] = []
+    real = type(policy).prefill
+
+    def spy(self, input_ids, attention_mask, cache):
+        rows.append(input_ids.shape[0])
+        return real(self, input_ids, attention_mask, cache)
+
+    monkeypatch.setattr(type(policy), "prefill", spy)
+    return rows
+
+
+def _shared_and_unshared(policy, env, idx, monkeypatch, **kwargs):
+    rows = _prefill_rows(policy, monkeypatch)
+    on = RolloutCollector(policy, env, **kwargs).collect(seed=3, prompt_index=idx)
+    off = RolloutCollector(policy, env, share_prompts=False, **kwargs).collect(seed=3, prompt_index=idx)
+    return on, off, rows
+
+
+def _assert_same_episodes(on, off):
+    assert torch.equal(on.input_ids, off.input_ids) and torch.equal(on.mask, off.mask)
+    assert on.completions == off.completions
+    m = on.mask
+    torch.testing.assert_close(on.logprobs[m], off.logprobs[m], atol=ATOL, rtol=0)
+    torch.testing.assert_close(on.values[m], off.values[m], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_slots_sharing_a_prompt_prefill_it_once_with_the_same_episodes(
+    tiny_reverse_task, make_policy, monkeypatch, compact
+):
+    policy = make_policy(tiny_reverse_task, seed=1)
+    idx = np.repeat([3, 9, 0, 13], 4)  # 4 prompts x 4 completions, as RLOO(k=4) pins them
+    env = make_rollout_env(tiny_reverse_task, len(idx))
+    on, off, rows = _shared_and_unshared(policy, env, idx, monkeypatch, compact=compact)
+    assert rows == [4, 16]  # shared: one prefill row per distinct prompt; unshared: one per slot
+    _assert_same_episodes(on, off)
+    assert len(set(on.completions)) > 4  # the copies sample their own completions
+    np.testing.assert_array_equal(on.prompt_index, idx)
+
+
+def test_distinct_prompts_are_prefilled_row_by_row(tiny_reverse_task, make_policy, monkeypatch):
+    policy = make_policy(tiny_reverse_task)
+    env = make_rollout_env(tiny_reverse_task, 8)
+    rows = _prefill_rows(policy, monkeypatch)
+    RolloutCollector(policy, env).collect(seed=0, prompt_index=np.array([0, 1, 2, 3, 4, 5, 6, 6]))
+    assert rows == [8]  # 7 distinct of 8: not worth sharing
+
+
+@pytest.mark.parametrize("static", [True, False])
+def test_an_hf_policy_shares_the_prefill_of_repeated_prompts(monkeypatch, static):
+    from hf_fixtures import tiny_hf_policy
+
+    policy = tiny_hf_policy(static_cache=static)
+    idx = np.repeat([2, 7, 11], 3)
+    env = make_rollout_env("TextEnv/Reverse-L4-v0", len(idx), policy_tokenizer=policy.tokenizer)
+    on, off, rows = _shared_and_unshared(policy, env, idx, monkeypatch)
+    assert rows == [3, 9]
+    _assert_same_episodes(on, off)
+
+
+def test_a_duck_typed_cache_without_select_prefills_every_slot(tiny_reverse_task, monkeypatch):
+    oracle = ReverseOracle(tiny_reverse_task.tokenizer)
+    rows = _prefill_rows(oracle, monkeypatch)
+    idx = np.repeat([1, 4], 4)
+    batch, _ = collect(oracle, tiny_reverse_task, n=len(idx), prompt_index=idx, deterministic=True)
+    assert rows == [8]
+    assert batch.success.tolist() == [1.0] * 8
