@@ -2,8 +2,9 @@
 
 One rollout runs N episodes in lockstep (the vector env's ``DISABLED`` autoreset mode): every slot starts
 together from a left-padded prompt window, so all slots share one position in the KV cache. The policy runs
-the prompts once (``prefill``) and then one forward of one token per slot per step (``decode_step``); the env
-scores the whole batch per step. The result is a :class:`RolloutBatch` laid out for the update, which runs a
+the prompts once (``prefill``; slots pinned to the same prompt, as a group of k completions, share one
+prefill row) and then one forward of one token per slot per step (``decode_step``); the env scores the whole
+batch per step. The result is a :class:`RolloutBatch` laid out for the update, which runs a
 single full-sequence forward per episode (never one per token):
 
     input_ids = [prompt window (P columns, left-padded)] + [actions (T columns)]
