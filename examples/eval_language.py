@@ -156,6 +156,11 @@ POLICIES = ("english-small", "smollm2")
 # over the last ~12k tokens, PPO 0.76 -> 0.88 and RLOO 0.835 -> 0.87, at a KL of 5-6.6 nats), Translate 4k ->
 # 16k. Neither moved its test row by more than noise (Sentiment 0.837/0.860 -> 0.851/0.839 PPO/RLOO; the train
 # return levels off at 0.84-0.89 after ~25k tokens); they are kept because the table was run with them.
+# The KL controller was binding (the KL to SFT hovered at 5-9 nats, target 6), so Sentiment's RLOO KL target
+# was then raised 6 -> 20, chosen on the validation split (first 200 prompts, sampled, seed 0; the test
+# split was not looked at): target 12 gave P(positive) 0.942 at perplexity 1.12x zero-shot's, target 20
+# 0.942 at 0.84x (zero-shot 0.610); the KL settled at 10-12 nats under both. PPO's stays at 6 (its
+# perplexity was already 1.46x zero-shot's).
 SMOLLM2_LORA = {"r": 16, "alpha": 32}
 _RL2 = {"kl_horizon": 256}
 SMOLLM2_BUDGETS: dict[str, Budget] = {
@@ -182,7 +187,7 @@ SMOLLM2_BUDGETS: dict[str, Budget] = {
         sft_steps=30, sft_batch_size=8, sft_lr=2e-4, rl_timesteps=64_000,
         ppo={**_RL2, "n_envs": 16, "k": 4, "batch_size": 8, "n_epochs": 1, "learning_rate": 1e-3,
              "kl_coef": 0.04, "target_kl": 6.0},
-        rloo={**_RL2, "n_envs": 16, "k": 4, "learning_rate": 1e-3, "kl_coef": 0.04, "target_kl": 6.0},
+        rloo={**_RL2, "n_envs": 16, "k": 4, "learning_rate": 1e-3, "kl_coef": 0.04, "target_kl": 20.0},
         deterministic_eval=False,
         metrics=("review_classifier",),
     ),
