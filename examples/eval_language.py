@@ -209,11 +209,16 @@ def load_smollm2_base() -> Any:
     return load_smollm2()
 
 
-def with_lora(base: Any) -> Any:
-    """A trainable LoRA policy on a copy of ``base``'s weights: its reference (adapters off) is ``base``."""
+def with_lora(base: Any, seed: int) -> Any:
+    """A trainable LoRA policy on a copy of ``base``'s weights: its reference (adapters off) is ``base``.
+
+    The adapters' (and value head's) random init is drawn from ``seed``, not from the global generator, which
+    torch seeds afresh in every process: unseeded, two runs of the table train from different inits."""
     from agents.policies.hf import HFPolicy
 
-    return HFPolicy(copy.deepcopy(base._lm), base.tokenizer, lora=SMOLLM2_LORA)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return HFPolicy(copy.deepcopy(base._lm), base.tokenizer, lora=SMOLLM2_LORA)
 
 
 def merged(policy: Any) -> Any:
@@ -273,7 +278,7 @@ def run_task(
     t = time.perf_counter()
     sft_policy = sft(
         task, steps=max(1, int(budget.sft_steps * scale)),
-        policy=with_lora(pretrained) if smol else copy.deepcopy(pretrained),
+        policy=with_lora(pretrained, seed=0) if smol else copy.deepcopy(pretrained),
         batch_size=budget.sft_batch_size, learning_rate=budget.sft_lr, warmup=5 if smol else 20, seed=0,
         device="cpu",
     )  # fmt: skip
@@ -290,7 +295,7 @@ def run_task(
     for stage, algo, kwargs in (("sft+ppo", PPO, budget.ppo), ("sft+rloo", RLOO, budget.rloo)):
         t = time.perf_counter()
         kwargs = {**kwargs, "seed": rl_seed}
-        start = with_lora(sft_policy) if smol else copy.deepcopy(sft_policy)
+        start = with_lora(sft_policy, seed=rl_seed) if smol else copy.deepcopy(sft_policy)
         agent = algo(start, task, reference=reference, device="cpu", **kwargs)
         agent.learn(total_timesteps=max(1, int(budget.rl_timesteps * scale)))
         times[stage] = time.perf_counter() - t
@@ -395,6 +400,11 @@ METRIC_LABELS = {
 }  # fmt: skip
 
 
+def _per_learner(name: str, ppo: Any, rloo: Any) -> str:
+    """One setting as "name v", or "name v PPO / w RLOO" where the two learners differ."""
+    return f"{name} {ppo}" if ppo == rloo else f"{name} {ppo} PPO / {rloo} RLOO"
+
+
 def markdown(log: dict[str, Any], meta: dict[str, Any]) -> str:
     smol = meta.get("policy") == "smollm2"
     lines = [
@@ -459,8 +469,11 @@ def markdown(log: dict[str, Any], meta: dict[str, Any]) -> str:
         budgets.append(
             f"- **{name}**: SFT {b['sft_steps']} steps × {b['sft_batch_size']} (lr {b['sft_lr']:g}); "
             f"PPO and RLOO {b['rl_timesteps']:,} generated tokens each, {ppo['n_envs']} episodes a rollout, "
-            f"lr {ppo['learning_rate']:g} / {rloo['learning_rate']:g}, KL leash to SFT (β₀ {ppo['kl_coef']}, "
-            f"target {ppo['target_kl']} nats/episode); "
+            f"lr {ppo['learning_rate']:g} / {rloo['learning_rate']:g}, KL leash to SFT ("
+            + _per_learner("β₀", ppo["kl_coef"], rloo["kl_coef"])
+            + ", "
+            + _per_learner("target", ppo["target_kl"], rloo["target_kl"])
+            + " nats/episode); "
             + (f"RL samples at temperature {ppo['temperature']:g}; " if ppo.get("temperature") else "")
             + (
                 f"PPO with a group baseline (k = {ppo['k']} samples per prompt) instead of the value head; "
