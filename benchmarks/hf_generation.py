@@ -5,8 +5,13 @@ full distribution at temperature 1 (no top-k, no top-p), and write exactly ``--m
 prompt: every EOS id is masked on both sides (our policy's action mask; ``suppress_tokens`` for
 ``generate``), so both do the same work and tokens per second compare like for like. Our side is a whole
 rollout through the lockstep vector env (env steps included) with a reward that costs nothing, so only
-generation is timed. The two sides alternate A B A B; each rate is the median over ``--repeats`` runs, and
-the ratio the median of the rounds' paired ratios (a round's two runs see the same machine load).
+generation is timed. Each round runs three sides, A B C: our rollout with the weights frozen (as for
+inference, and as a LoRA base is: decode steps then use oneDNN's prepacked weights, see
+:class:`agents.policies.kernels.PackedWeights`), ``generate``, and our rollout with the weights trainable
+(full fine-tuning's rollouts, on unpacked weights). Each rate is the median over ``--repeats`` rounds, and
+a ratio the median of the rounds' paired ratios (a round's runs see the same machine load). The headline
+``generation_vs_hf_generate_bN`` is the frozen side's; ``generation_trainable_vs_hf_generate_bN`` the
+other's.
 
 ``--threads 1,2`` also times our rollout at each intra-op thread count (batch 8): the measurement behind
 :func:`agents.rollout.auto_num_threads` for 100M-class models. The user's ``OMP_NUM_THREADS`` always wins
@@ -95,6 +100,9 @@ def time_generate(
 def measure(
     policy: Any, env_id: str, batch: int, new_tokens: int, repeats: int, device: torch.device
 ) -> dict[str, Any]:
+    """A B C rounds: our rollout with the weights frozen (``requires_grad`` False: generation for
+    inference, a LoRA base, which decodes on prepacked weights), HF ``generate``, and our rollout with the
+    weights trainable (full fine-tuning's rollouts: no packed copies)."""
     from agents.rollout import RolloutCollector, make_rollout_env
 
     env = make_rollout_env(
@@ -106,25 +114,59 @@ def measure(
     mask = ids != env.tokenizer.pad_id
     keep = mask.any(0)
     ids, mask = ids[:, keep], mask[:, keep]  # the same prompts the rollout reads (seed 0)
-    time_ours(collector, 0, device)  # warm-up both sides (first-touch allocations)
+
+    def ours(frozen: bool) -> tuple[float, int]:
+        policy.requires_grad_(not frozen)
+        return time_ours(collector, 0, device)
+
+    flags = [p.requires_grad for p in policy.parameters()]
+    try:
+        return _rounds(policy, ours, ids, mask, batch, new_tokens, repeats, device)
+    finally:  # the caller's policy as it was (gpu_check trains it next)
+        for p, flag in zip(policy.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
+def _rounds(
+    policy: Any,
+    ours: Any,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    batch: int,
+    new_tokens: int,
+    repeats: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    # warm-up all sides (first-touch allocations; the first frozen rollout packs the weights)
+    packed_before = policy.packed_weights.nbytes if hasattr(policy, "packed_weights") else 0
+    first, _ = ours(True)
+    packed = policy.packed_weights.nbytes if hasattr(policy, "packed_weights") else 0
     time_generate(policy, ids, mask, new_tokens, 0, device)
-    ours, hf = [], []
-    for r in range(repeats):  # A B A B: both sides see the same stretch of machine load
-        dt, n = time_ours(collector, 0, device)
-        ours.append(n / dt)
+    ours(False)
+    frozen, hf, trainable = [], [], []
+    for r in range(repeats):  # A B C A B C: the sides see the same stretch of machine load
+        dt, n = ours(True)
+        frozen.append(n / dt)
         dt, n = time_generate(policy, ids, mask, new_tokens, r, device)
         hf.append(n / dt)
-    o, h = statistics.median(ours), statistics.median(hf)
+        dt, n = ours(False)
+        trainable.append(n / dt)
+    o, h, t = statistics.median(frozen), statistics.median(hf), statistics.median(trainable)
     return {
         "batch": batch,
         "prompt_width": int(ids.shape[1]),
         "ours_tokens_per_s": o,
         "hf_generate_tokens_per_s": h,
-        # the median of each round's own ratio: the two runs of a round share the machine's load
-        "ratio": statistics.median(a / b for a, b in zip(ours, hf)),
+        # the median of each round's own ratio: the runs of a round share the machine's load
+        "ratio": statistics.median(a / b for a, b in zip(frozen, hf)),
         "ratio_of_medians": o / h,
-        "ours_runs": ours,
+        "ours_trainable_tokens_per_s": t,
+        "ratio_trainable": statistics.median(a / b for a, b in zip(trainable, hf)),
+        "ours_runs": frozen,
         "hf_runs": hf,
+        "ours_trainable_runs": trainable,
+        "prepacked_mib": (packed - packed_before) / 2**20,
+        "first_frozen_rollout_s": first,
     }
 
 
@@ -183,6 +225,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     for row in rows:
         result[f"generation_vs_hf_generate_b{row['batch']}"] = row["ratio"]
+        result[f"generation_trainable_vs_hf_generate_b{row['batch']}"] = row["ratio_trainable"]
     if args.threads and device.type == "cpu":
         counts = [int(c) for c in args.threads.split(",")]
         result["threads_rollout_tokens_per_s_b8"] = thread_rule(
@@ -193,7 +236,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for row in rows:
         print(
             f"batch {row['batch']:3d}: ours {row['ours_tokens_per_s']:8.1f} tok/s, HF generate "
-            f"{row['hf_generate_tokens_per_s']:8.1f} tok/s, ratio {row['ratio']:.2f}x"
+            f"{row['hf_generate_tokens_per_s']:8.1f} tok/s, ratio {row['ratio']:.2f}x; weights trainable "
+            f"{row['ours_trainable_tokens_per_s']:8.1f} tok/s, {row['ratio_trainable']:.2f}x"
         )
     if "threads_rollout_tokens_per_s_b8" in result:
         print("our rollout at batch 8 by threads:", result["threads_rollout_tokens_per_s_b8"])

@@ -16,6 +16,7 @@ from hf_fixtures import char_tokenizer, tiny_hf_policy, tiny_llama  # noqa: E402
 
 from agents import PPO, RLOO  # noqa: E402
 from agents.policies import load_policy  # noqa: E402
+from agents.policies.kernels import packing_available  # noqa: E402
 from agents.rollout import RolloutCollector, chunked_action_scores, make_rollout_env, score_actions  # noqa: E402
 
 needs_peft = pytest.mark.skipif(
@@ -45,11 +46,17 @@ def perturb_adapters(policy) -> None:
 
 
 # ---- the cache ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("static", [True, False])
-@torch.inference_mode()
-def test_cached_decoding_equals_uncached_logits_with_left_padding(static):
-    policy = tiny_hf_policy(static_cache=static)
+@pytest.mark.parametrize(("static", "frozen"), [(True, False), (False, False), (True, True)])
+def test_cached_decoding_equals_uncached_logits_with_left_padding(static, frozen):
+    policy = tiny_hf_policy(static_cache=static)  # built outside inference mode, as a user builds it
     assert policy.static_cache is static
+    if frozen:  # frozen weights: the decode steps run on prepacked copies (where oneDNN can pack)
+        policy.requires_grad_(False)
+    _check_cached_decoding(policy, frozen)
+
+
+@torch.inference_mode()
+def _check_cached_decoding(policy, frozen):
     ids, attn = left_pad(PROMPTS)
     full, full_values = policy(ids, attn)
     for i, row in enumerate(PROMPTS):  # left padding changes nothing
@@ -59,7 +66,7 @@ def test_cached_decoding_equals_uncached_logits_with_left_padding(static):
     logits, values = policy.prefill(ids, attn, cache)
     torch.testing.assert_close(logits, full[:, -1], atol=ATOL, rtol=0)
     torch.testing.assert_close(values, full_values[:, -1], atol=ATOL, rtol=0)
-    if static:  # preallocated: every layer's keys are (B, H_kv, max_len, D) buffers
+    if policy.static_cache:  # preallocated: every layer's keys are (B, H_kv, max_len, D) buffers
         layer = cache.past.layers[0]
         assert layer.keys.shape == (4, 2, 16, 8)
     seq, seq_mask = ids, attn
@@ -76,6 +83,8 @@ def test_cached_decoding_equals_uncached_logits_with_left_padding(static):
         full, full_values = policy(seq, seq_mask)
         torch.testing.assert_close(logits, full[:, -1], atol=ATOL, rtol=0)
         torch.testing.assert_close(values, full_values[:, -1], atol=ATOL, rtol=0)
+    # packed copies of the decoder's and head's weights exist only where they are frozen
+    assert (len(policy.packed_weights) > 0) is (frozen and packing_available())
     cache.reset_slots(torch.tensor([False, True, False]))  # a reset slot restarts at position 0
     logits, _ = policy.decode_step(torch.tensor([6, 1, 6]), cache)
     fresh, _ = policy(torch.tensor([[1]]))
@@ -87,11 +96,21 @@ def test_a_peft_model_decodes_through_the_cache_keyword_transformers_expects():
     policy = tiny_hf_policy(lora=LORA)
     assert policy._cache_kwarg == "cache"  # transformers 5; PEFT's own forward names neither
     ids, attn = left_pad(PROMPTS)
+    perturb_adapters(policy)  # non-zero adapters: the decode steps must add them to the packed base
     with torch.inference_mode():
         cache = policy.new_cache(4, 16)
         logits, _ = policy.prefill(ids, attn, cache)
         full, _ = policy(ids, attn)
+        torch.testing.assert_close(logits, full[:, -1], atol=ATOL, rtol=0)
+        tokens = torch.tensor([5, 6, 7, 8])
+        logits, _ = policy.decode_step(tokens, cache)
+        seq = torch.cat([ids, tokens[:, None]], 1)
+        full, _ = policy(seq, torch.cat([attn, torch.ones(4, 1, dtype=torch.bool)], 1))
     torch.testing.assert_close(logits, full[:, -1], atol=ATOL, rtol=0)
+    if packing_available():  # the frozen base's linears were packed; the trainable adapters never are
+        frozen = [m.weight for m in policy.model.modules() if type(m) is torch.nn.Linear]
+        frozen = [w for w in frozen if not w.requires_grad]
+        assert frozen and len(policy.packed_weights) == len(frozen)
 
 
 # ---- LoRA ------------------------------------------------------------------------------------------------

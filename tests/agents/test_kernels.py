@@ -152,3 +152,90 @@ def test_checkpointed_recompute_runs_the_forwards_kernels(monkeypatch):
     logits.logsumexp(-1).sum().backward()
     assert len(calls) > 2 * n_forward  # the recompute's products and the backward's ran in oneDNN too
     assert all(p.grad is not None for p in policy.model.parameters() if p.requires_grad)
+
+
+# ---- prepacked frozen weights ------------------------------------------------------------------------------
+needs_packing = pytest.mark.skipif(
+    not kernels.packing_available(), reason="this torch build cannot prepack weights for oneDNN"
+)
+
+
+def _frozen_linear(n_in: int = 24, n_out: int = 40, bias: bool = True, seed: int = 0) -> nn.Linear:
+    torch.manual_seed(seed)
+    return nn.Linear(n_in, n_out, bias=bias).requires_grad_(False)
+
+
+@needs_packing
+@pytest.mark.parametrize("rows", [1, 8, 32, 100])
+@pytest.mark.parametrize("bias", [True, False])
+def test_packed_products_equal_the_unpacked_ones(rows, bias):
+    layer = _frozen_linear(bias=bias)
+    packed = kernels.PackedWeights()
+    x = torch.randn(rows, 3, 24)[:, 1]  # strided rows
+    with torch.no_grad():
+        want = F.linear(x, layer.weight, layer.bias)
+        with onednn_linears(layer, packed=packed):
+            got = layer(x)
+            got3 = layer(x[:, None])  # (rows, 1, K): a decode step's shape
+    assert len(packed) == 1 and packed.nbytes >= layer.weight.numel() * 4
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got3[:, 0], want, atol=1e-5, rtol=1e-5)
+
+
+@needs_packing
+def test_a_write_to_the_weight_repacks_and_a_freed_weight_drops_its_copy():
+    layer = _frozen_linear()
+    packed = kernels.PackedWeights()
+    x = torch.randn(8, 24)
+    with torch.no_grad(), onednn_linears(layer, packed=packed):
+        before = layer(x)
+        first = packed.get(layer.weight)
+        assert packed.get(layer.weight) is first  # kept while the weight is unchanged
+        layer.weight.mul_(2)  # an in-place write moves the version counter
+        after = layer(x)
+        assert packed.get(layer.weight) is not first
+        layer.weight = nn.Parameter(torch.zeros(40, 24), requires_grad=False)  # another tensor
+        zeroed = layer(x)
+    torch.testing.assert_close(after - layer.bias, 2 * (before - layer.bias), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(zeroed, layer.bias.expand(8, 40))
+    assert len(packed) == 1  # the replaced weights were freed, and their copies with them
+    del layer
+    assert len(packed) == 0
+
+
+@needs_packing
+def test_trainable_weights_and_autograd_never_use_packed_copies():
+    trainable = nn.Linear(24, 40)  # requires_grad: an optimizer may change it at any step
+    frozen = _frozen_linear()
+    packed = kernels.PackedWeights()
+    x = torch.randn(8, 24, requires_grad=True)
+    with onednn_linears(trainable, packed=packed), onednn_linears(frozen, packed=packed):
+        with torch.no_grad():
+            trainable(x)
+        assert len(packed) == 0
+        y = frozen(x)  # the input needs a gradient: the autograd path (weight · grad), not the copy
+        assert len(packed) == 0 and y.grad_fn is not None
+        (gx,) = torch.autograd.grad(y.sum(), [x])
+    torch.testing.assert_close(gx, frozen.weight.sum(0).expand(8, 24), atol=1e-5, rtol=1e-5)
+
+
+@needs_packing
+def test_packed_copies_are_never_copied_or_pickled_with_their_owner():
+    import pickle
+
+    layer = _frozen_linear()
+    packed = kernels.PackedWeights()
+    packed.get(layer.weight)
+    assert len(copy.deepcopy(packed)) == 0
+    assert len(pickle.loads(pickle.dumps(packed))) == 0
+    assert len(packed) == 1
+    packed.clear()
+    assert len(packed) == 0 and packed.nbytes == 0
+
+
+def test_inference_tensors_and_other_dtypes_are_not_packed():
+    with torch.inference_mode():
+        made_in_inference = torch.randn(4, 5)
+    assert not kernels.PackedWeights.packable(made_in_inference)  # no version counter to tell a write
+    assert not kernels.PackedWeights.packable(torch.randn(4, 5, dtype=torch.float64))
+    assert not kernels.PackedWeights.packable(torch.randn(4, 5, requires_grad=True))
