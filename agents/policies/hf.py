@@ -557,6 +557,13 @@ class HFPolicy(LMPolicyBase):
         with self._autocast(), onednn_linears(module, enabled=self._onednn_on(), packed=packed):
             yield
 
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        """``.to()``, ``.float()``, ...: the packed copies are of the old tensors; drop them."""
+        packed = self.__dict__.get("_packed")
+        if packed is not None:
+            packed.clear()
+        return super()._apply(fn, recurse)
+
     @property
     def packed_weights(self) -> PackedWeights:
         """The prepacked copies of frozen weights the decode steps use (see ``prepack``); ``.clear()`` frees
@@ -748,6 +755,7 @@ class HFPolicy(LMPolicyBase):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache: HFCache
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run left-padded prompts through ``cache``; ``logits (B, V)`` and ``values (B,)`` at the end."""
+        self.packed_weights.prune()  # a rollout starts: free the copies of weights made trainable or changed
         if attention_mask is not None and not bool(attention_mask[:, -1].all()):
             raise ValueError(
                 "prefill expects left-padded prompts: attention_mask[:, -1] must be True in every row"

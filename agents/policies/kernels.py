@@ -185,6 +185,18 @@ class PackedWeights:
         """Drop every packed copy."""
         self._entries.clear()
 
+    def prune(self) -> int:
+        """Drop the copies that can no longer be used: of weights changed since, or no longer
+        :meth:`packable` (made trainable again, moved off the CPU). Returns how many were dropped."""
+        stale = [
+            k
+            for k, (ref, version, ptr, _) in self._entries.items()
+            if (w := ref()) is None or not self.packable(w) or w._version != version or w.data_ptr() != ptr
+        ]
+        for k in stale:
+            self._entries.pop(k, None)
+        return len(stale)
+
     def __len__(self) -> int:
         return len(self._entries)
 

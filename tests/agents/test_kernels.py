@@ -239,3 +239,39 @@ def test_inference_tensors_and_other_dtypes_are_not_packed():
     assert not kernels.PackedWeights.packable(made_in_inference)  # no version counter to tell a write
     assert not kernels.PackedWeights.packable(torch.randn(4, 5, dtype=torch.float64))
     assert not kernels.PackedWeights.packable(torch.randn(4, 5, requires_grad=True))
+
+
+@needs_packing
+def test_prune_drops_the_copies_of_weights_made_trainable_or_changed():
+    keep, thaw, write = _frozen_linear(seed=0), _frozen_linear(seed=1), _frozen_linear(seed=2)
+    packed = kernels.PackedWeights()
+    for layer in (keep, thaw, write):
+        packed.get(layer.weight)
+    thaw.weight.requires_grad_(True)  # trainable again: its copy would never be used
+    with torch.no_grad():
+        write.weight.add_(1)  # changed: its copy is stale
+    assert packed.prune() == 2 and len(packed) == 1
+    assert packed.get(keep.weight) is not None and len(packed) == 1
+
+
+@needs_packing
+def test_an_hf_policy_frees_its_packed_copies_when_unfrozen_or_moved():
+    pytest.importorskip("transformers")
+    from hf_fixtures import tiny_hf_policy
+
+    policy = tiny_hf_policy().requires_grad_(False)
+    ids = torch.tensor([[5, 6, 7], [6, 7, 8]])
+    with torch.no_grad():
+        cache = policy.new_cache(2, 16)
+        policy.prefill(ids, None, cache)
+        policy.decode_step(torch.tensor([5, 6]), cache)
+        assert len(policy.packed_weights) > 0
+        policy.requires_grad_(True)
+        cache = policy.new_cache(2, 16)
+        policy.prefill(ids, None, cache)  # the next rollout starts: the copies go
+        assert len(policy.packed_weights) == 0
+        policy.requires_grad_(False)
+        policy.decode_step(torch.tensor([5, 6]), cache)
+        assert len(policy.packed_weights) > 0
+    policy.to(torch.float32)  # any .to() / .float(): the copies are of the old tensors
+    assert len(policy.packed_weights) == 0
